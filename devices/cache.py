@@ -1,0 +1,123 @@
+"""The identity half's Redis keys and Lua scripts.
+
+One hash per student, ``mem:{s:<shard>}:auth:<player_id>``, holds the live session, tombstones of
+recently ended sessions (``t:<digest>`` → ``code|reason``), the active device ids, the profile's
+timezone and the generation it was built from. One Lua call checks a request.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from memora_project import hotstate
+
+
+def auth_key(player_id: int) -> str:
+    return f"{hotstate.player_prefix(player_id)}auth:{player_id}"
+
+
+def seen_key(shard: int) -> str:
+    """Students of one shard whose last_seen_at is due to be written to the database."""
+    return f"{hotstate.shard_prefix(shard)}seen"
+
+
+# KEYS: auth hash, seen set. ARGV: digest, device_id, now, idle timeout, last-seen write interval,
+# player id. Order of the design: session state (ended > expired) before the device binding.
+CHECK_LUA = """
+local h = KEYS[1]
+local cur = redis.call('HGET', h, 'cur')
+if cur == ARGV[1] then
+  local f = redis.call('HMGET', h, 'dev', 'expires', 'seen', 'seenw', 'sid', 'started',
+                       'dname', 'plat', 'tz', 'tzp', 'tze', 'uid')
+  local now = tonumber(ARGV[3])
+  if now >= tonumber(f[2]) then return {'expired', 'lifetime'} end
+  if now - tonumber(f[3]) >= tonumber(ARGV[4]) then return {'expired', 'idle'} end
+  if f[1] ~= ARGV[2] then return {'mismatch'} end
+  redis.call('HSET', h, 'seen', ARGV[3])
+  if now - tonumber(f[4] or '0') >= tonumber(ARGV[5]) then
+    redis.call('HSET', h, 'seenw', ARGV[3])
+    redis.call('SADD', KEYS[2], ARGV[6])
+  end
+  return {'ok', f[5], f[6], f[2], ARGV[3], f[7] or '', f[8] or '', f[9] or 'UTC', f[10] or '', f[11] or '', f[12] or '0'}
+end
+local t = redis.call('HGET', h, 't:' .. ARGV[1])
+if t then return {'ended', t} end
+if redis.call('HGET', h, 'complete') == '1' then return {'unknown'} end
+return {'miss'}
+"""
+
+# KEYS: auth hash. ARGV: generation, ttl seconds, JSON object of fields. Refuses to overwrite a
+# copy built from a newer generation; keeps a later last-seen of the same session.
+WRITE_LUA = """
+local gen = tonumber(ARGV[1])
+local old = tonumber(redis.call('HGET', KEYS[1], 'gen') or '-1')
+if old > gen then return 0 end
+local oldsid = redis.call('HGET', KEYS[1], 'sid')
+local oldseen = redis.call('HGET', KEYS[1], 'seen')
+local oldseenw = redis.call('HGET', KEYS[1], 'seenw')
+local d = cjson.decode(ARGV[3])
+redis.call('DEL', KEYS[1])
+local args = {'gen', ARGV[1], 'complete', '1'}
+for k, v in pairs(d) do
+  args[#args + 1] = k
+  args[#args + 1] = tostring(v)
+end
+redis.call('HSET', KEYS[1], unpack(args))
+if oldsid and d['sid'] and tostring(d['sid']) == oldsid and oldseen
+   and tonumber(oldseen) > tonumber(d['seen']) then
+  redis.call('HSET', KEYS[1], 'seen', oldseen, 'seenw', oldseenw or '0')
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_check = hotstate.LuaScript(CHECK_LUA)
+_write = hotstate.LuaScript(WRITE_LUA)
+
+
+def check(
+    *, player_id: int, token_digest: str, device_id: str, now: float, idle: int, write_interval: int
+) -> list[Any]:
+    """One round trip; raises RedisUnavailable."""
+    keys = [auth_key(player_id), seen_key(hotstate.shard_of(player_id))]
+    args = [token_digest, device_id, repr(now), idle, write_interval, player_id]
+    result = hotstate.call(lambda r: _check(r, keys, args))
+    return [v.decode() if isinstance(v, bytes) else v for v in result]
+
+
+def write(*, player_id: int, generation: int, ttl: int, fields: dict[str, Any]) -> bool:
+    """Replace the student's copy unless Redis holds a newer generation; raises RedisUnavailable."""
+    payload = json.dumps(fields)
+    return bool(hotstate.call(lambda r: _write(r, [auth_key(player_id)], [generation, ttl, payload])))
+
+
+def pop_seen(shards: range, batch: int) -> dict[int, list[int]]:
+    """Take up to ``batch`` due students from each shard's seen set."""
+
+    def run(r: redis.Redis) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        for shard in shards:
+            pipe.spop(seen_key(shard), batch)
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    popped = hotstate.call(run)
+    return {shard: [int(x) for x in (members or [])] for shard, members in zip(shards, popped, strict=True)}
+
+
+def read_seen(player_ids: list[int]) -> list[tuple[int, str | None, str | None]]:
+    """(player_id, session id, last seen epoch) for each student."""
+
+    def run(r: redis.Redis) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        for pid in player_ids:
+            pipe.hmget(auth_key(pid), "sid", "seen")
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    rows = hotstate.call(run)
+    out = []
+    for pid, (sid, seen) in zip(player_ids, rows, strict=True):
+        out.append((pid, sid.decode() if sid else None, seen.decode() if seen else None))
+    return out

@@ -1,0 +1,45 @@
+"""Runs the device + session check once for every student API request (not register or login).
+
+The outcome waits on the request for ``DeviceSessionAuthentication``, so that errors leave
+through DRF's one exception handler and the schema shows the security scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+from devices import verification
+from memora_project.errors import ApiError
+
+
+def uses_device_session(view_func: Any) -> bool:
+    from devices.authentication import DeviceSessionAuthentication
+
+    cls = getattr(view_func, "cls", None)
+    classes = getattr(cls, "authentication_classes", None) or []
+    return DeviceSessionAuthentication in classes
+
+
+class DeviceSessionMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any) -> None:
+        if not request.path.startswith("/api/v1/") or not uses_device_session(view_func):
+            return None
+        authorization = request.META.get("HTTP_AUTHORIZATION")
+        if authorization and authorization.startswith("Api-Key "):
+            return None  # a service key skips the device steps
+        try:
+            request.memora_principal = verification.verify(  # type: ignore[attr-defined]
+                authorization=authorization, device_header=request.META.get("HTTP_X_DEVICE_ID")
+            )
+        except ApiError as error:
+            request.memora_auth_error = error  # type: ignore[attr-defined]
+        return None

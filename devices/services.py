@@ -1,0 +1,372 @@
+"""Every change to devices and sessions: logins, logouts, revocations, support actions.
+
+Each database-first change bumps the student's generation and writes an outbox row in the same
+transaction; after commit the student's Redis copy is rebuilt and the row deleted. If Redis is
+away the row stays and the reconciler finishes the job when Redis answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.hashers import check_password, make_password
+from django.db import transaction
+from django.utils import timezone
+
+from devices import cache, selectors, tokens
+from devices.models import (
+    AuditAction,
+    AuthorizedDevice,
+    CacheOutbox,
+    DeviceAuditEntry,
+    EndReason,
+    PlayerAuthState,
+    PlayerSession,
+)
+from memora_project import hotstate
+from memora_project.errors import ApiError
+from players.models import PlayerProfile
+
+logger = logging.getLogger(__name__)
+
+# Checked against when the username is unknown, so that both answers take as long.
+_DUMMY_HASH = make_password("memora-timing-equalizer")
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str
+    session: PlayerSession
+    device: AuthorizedDevice
+    profile: PlayerProfile
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- cache synchronisation ------------------------------------------------------------------------
+
+
+def _bump(*, player_id: int, now: dt.datetime) -> int:
+    """Bump the generation and leave an outbox row, inside the caller's transaction."""
+    state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player_id=player_id)
+    state.generation += 1
+    state.save(update_fields=["generation"])
+    CacheOutbox.objects.create(player_id=player_id, generation=state.generation, created_at=now)
+    transaction.on_commit(lambda: auth_cache_sync(player_id=player_id))
+    return state.generation
+
+
+def auth_cache_sync(*, player_id: int) -> bool:
+    """Rebuild the student's Redis copy from the database; True if Redis now holds it."""
+    snapshot = selectors.cache_snapshot(player_id=player_id)
+    if snapshot is None:
+        CacheOutbox.objects.filter(player_id=player_id).delete()
+        return True
+    generation, fields = snapshot
+    try:
+        cache.write(
+            player_id=player_id,
+            generation=generation,
+            ttl=settings.MEMORA_SESSION_LIFETIME + 86400,
+            fields={k: str(v) for k, v in fields.items()},
+        )
+    except hotstate.RedisUnavailable as exc:
+        logger.warning("auth cache of player %s left to the reconciler: %s", player_id, exc)
+        return False
+    # A refused write means Redis already holds a newer generation: this row is done either way.
+    CacheOutbox.objects.filter(player_id=player_id, generation__lte=generation).delete()
+    return True
+
+
+# --- login and logout -----------------------------------------------------------------------------
+
+
+def _device_limit_error(active: list[AuthorizedDevice]) -> ApiError:
+    return ApiError(
+        "device_limit_reached",
+        f"This account is already used on {len(active)} devices. Remove one to continue.",
+        status=403,
+        devices=[
+            {
+                "device_id": str(d.device_id),
+                "name": d.name,
+                "platform": d.platform,
+                "last_seen_at": iso(d.last_seen_at),
+            }
+            for d in active
+        ],
+    )
+
+
+def _removal_cooldown_check(*, state: PlayerAuthState, now: dt.datetime) -> None:
+    cooldown = dt.timedelta(seconds=settings.MEMORA_DEVICE_REMOVAL_COOLDOWN)
+    if state.last_removal_at is not None and now < state.last_removal_at + cooldown:
+        days = settings.MEMORA_DEVICE_REMOVAL_COOLDOWN // 86400
+        raise ApiError(
+            "device_removal_cooldown",
+            f"You can remove a device once every {days} days.",
+            status=403,
+            next_allowed_at=iso(state.last_removal_at + cooldown),
+        )
+
+
+def _end_sessions(
+    *, player_id: int, reason: str, now: dt.datetime, device: AuthorizedDevice | None = None
+) -> int:
+    live = PlayerSession.objects.filter(player_id=player_id, is_live=True)
+    if device is not None:
+        live = live.filter(device=device)
+    return live.update(is_live=None, ended_at=now, end_reason=reason)
+
+
+def _revoke(
+    *,
+    device: AuthorizedDevice,
+    actor: AbstractBaseUser | None,
+    reason: str,
+    action: str,
+    blocked: bool,
+    now: dt.datetime,
+) -> None:
+    device.revoked_at = now
+    device.revoked_by = actor  # type: ignore[assignment]
+    device.revoke_reason = reason
+    device.login_blocked = blocked
+    device.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "login_blocked"])
+    _end_sessions(player_id=device.player_id, reason=EndReason.DEVICE_REVOKED, now=now, device=device)
+    DeviceAuditEntry.objects.create(
+        player_id=device.player_id, device=device, action=action, actor=actor, reason=reason, at=now
+    )
+
+
+def login_verify_credentials(*, username: str, password: str) -> PlayerProfile | None:
+    """The student whose credentials these are, or None; the same cost either way."""
+    profile = (
+        PlayerProfile.objects.select_related("user").filter(user__username__iexact=username).first()
+        if username
+        else None
+    )
+    if profile is None:
+        check_password(password, _DUMMY_HASH)
+        return None
+    # No setter: a login never rewrites the stored hash (that would read as a password change).
+    if not check_password(password, profile.user.password) or not profile.user.is_active:
+        return None
+    return profile
+
+
+@transaction.atomic
+def session_login(
+    *,
+    profile: PlayerProfile,
+    device_id: str,
+    device_name: str | None,
+    platform: str | None,
+    replace_device_id: str | None = None,
+) -> LoginResult:
+    """Authorize the device (free slot, replacement or policy) and start the one live session.
+
+    Runs under a lock on the student's profile row: parallel logins from new devices serialize
+    here, so the device limit holds. Any refusal raises before a write sticks.
+    """
+    now = timezone.now()
+    profile = PlayerProfile.objects.select_for_update().select_related("user").get(pk=profile.pk)
+    state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player=profile)
+    device_uuid = uuid.UUID(device_id)
+    device = AuthorizedDevice.objects.filter(player=profile, device_id=device_uuid).first()
+    if device is not None and device.login_blocked:
+        raise ApiError("device_revoked", "This device was removed from your account by support.", status=403)
+
+    if device is None or device.revoked_at is not None:
+        active = list(selectors.device_list_active(player_id=profile.pk))
+        if len(active) >= settings.MEMORA_MAX_DEVICES:
+            victim = _choose_replacement(active=active, replace_device_id=replace_device_id)
+            _removal_cooldown_check(state=state, now=now)
+            reason = "replaced at login" if replace_device_id else "least recently used device replaced at login"
+            _revoke(device=victim, actor=None, reason=reason, action=AuditAction.REPLACED, blocked=False, now=now)
+            state.last_removal_at = now
+            state.save(update_fields=["last_removal_at"])
+        if device is None:
+            device = AuthorizedDevice.objects.create(
+                player=profile,
+                device_id=device_uuid,
+                name=device_name or "",
+                platform=platform or "",
+                authorized_at=now,
+                last_seen_at=now,
+            )
+        else:
+            device.revoked_at = None
+            device.revoked_by = None
+            device.revoke_reason = ""
+            device.authorized_at = now
+        DeviceAuditEntry.objects.create(player=profile, device=device, action=AuditAction.AUTHORIZED, at=now)
+    if device_name is not None:
+        device.name = device_name
+    if platform is not None:
+        device.platform = platform
+    device.last_seen_at = now
+    device.save()
+
+    _end_sessions(player_id=profile.pk, reason=EndReason.REPLACED, now=now)
+    token = tokens.token_new(profile.pk)
+    session = PlayerSession.objects.create(
+        player=profile,
+        device=device,
+        token_digest=tokens.digest(token),
+        started_at=now,
+        expires_at=now + dt.timedelta(seconds=settings.MEMORA_SESSION_LIFETIME),
+        last_seen_at=now,
+    )
+    _bump(player_id=profile.pk, now=now)
+    return LoginResult(token=token, session=session, device=device, profile=profile)
+
+
+def _choose_replacement(*, active: list[AuthorizedDevice], replace_device_id: str | None) -> AuthorizedDevice:
+    if replace_device_id is not None:
+        for candidate in active:
+            if str(candidate.device_id) == replace_device_id:
+                return candidate
+        raise ApiError(
+            "validation_error",
+            "Some fields are invalid.",
+            status=400,
+            errors={"replace_device_id": ["Not one of this account's authorized devices."]},
+        )
+    if settings.MEMORA_DEVICE_LIMIT_POLICY == "replace_least_recent":
+        return min(active, key=lambda d: (d.last_seen_at, d.pk))
+    raise _device_limit_error(active)
+
+
+@transaction.atomic
+def session_end(*, session_id: int, reason: str) -> None:
+    now = timezone.now()
+    session = PlayerSession.objects.select_for_update().filter(pk=session_id, is_live=True).first()
+    if session is None:
+        return
+    PlayerProfile.objects.select_for_update().filter(pk=session.player_id).first()
+    session.is_live = None
+    session.ended_at = now
+    session.end_reason = reason
+    session.save(update_fields=["is_live", "ended_at", "end_reason"])
+    _bump(player_id=session.player_id, now=now)
+
+
+@transaction.atomic
+def session_end_all(*, player_id: int, reason: str, actor: AbstractBaseUser | None = None) -> int:
+    """End every live session of the student (password change, deactivation, support)."""
+    now = timezone.now()
+    PlayerProfile.objects.select_for_update().filter(pk=player_id).first()
+    ended = _end_sessions(player_id=player_id, reason=reason, now=now)
+    if reason == EndReason.ENDED_BY_SUPPORT:
+        DeviceAuditEntry.objects.create(
+            player_id=player_id, action=AuditAction.SESSIONS_ENDED, actor=actor, reason=reason, at=now
+        )
+    _bump(player_id=player_id, now=now)
+    return ended
+
+
+# --- devices --------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def device_remove_by_student(*, player_id: int, device_id: str, current_device_id: str) -> None:
+    now = timezone.now()
+    PlayerProfile.objects.select_for_update().get(pk=player_id)
+    state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player_id=player_id)
+    device = AuthorizedDevice.objects.filter(
+        player_id=player_id, device_id=uuid.UUID(device_id), revoked_at__isnull=True
+    ).first()
+    if device is None:
+        raise ApiError("not_found", "No such device on this account.", status=404)
+    if device_id == current_device_id:
+        raise ApiError(
+            "permission_denied", "This device cannot remove itself; sign out instead.", status=403
+        )
+    _removal_cooldown_check(state=state, now=now)
+    _revoke(device=device, actor=None, reason="removed by the student", action=AuditAction.REMOVED, blocked=False, now=now)
+    state.last_removal_at = now
+    state.save(update_fields=["last_removal_at"])
+    _bump(player_id=player_id, now=now)
+
+
+@transaction.atomic
+def device_revoke(*, device_pk: int, actor: AbstractBaseUser | None, reason: str) -> bool:
+    """Support's revocation: frees the slot, ends the device's session, blocks the device id."""
+    now = timezone.now()
+    device = AuthorizedDevice.objects.select_related("player").get(pk=device_pk)
+    PlayerProfile.objects.select_for_update().get(pk=device.player_id)
+    device.refresh_from_db()
+    if device.login_blocked:
+        return False
+    _revoke(device=device, actor=actor, reason=reason, action=AuditAction.REVOKED, blocked=True, now=now)
+    _bump(player_id=device.player_id, now=now)
+    return True
+
+
+@transaction.atomic
+def device_allow(*, device_pk: int, actor: AbstractBaseUser | None, reason: str = "") -> bool:
+    """Let a revoked device id log in again (it takes a free slot at its next login)."""
+    now = timezone.now()
+    device = AuthorizedDevice.objects.get(pk=device_pk)
+    PlayerProfile.objects.select_for_update().get(pk=device.player_id)
+    device.refresh_from_db()
+    if not device.login_blocked:
+        return False
+    device.login_blocked = False
+    device.save(update_fields=["login_blocked"])
+    DeviceAuditEntry.objects.create(
+        player_id=device.player_id, device=device, action=AuditAction.ALLOWED, actor=actor, reason=reason, at=now
+    )
+    _bump(player_id=device.player_id, now=now)
+    return True
+
+
+def player_profile_changed(*, player_id: int) -> None:
+    """The profile's timezone changed (inside its transaction): refresh the cached copy."""
+    _bump(player_id=player_id, now=timezone.now())
+
+
+# --- last seen ------------------------------------------------------------------------------------
+
+
+def last_seen_persist(*, batch: int = 1000) -> int:
+    """Write the last-seen times that Redis marked as due (at most once a minute per session)."""
+    shards = range(settings.MEMORA_REDIS_SHARDS)
+    try:
+        due = cache.pop_seen(shards, batch)
+    except hotstate.RedisUnavailable:
+        return 0
+    player_ids = [pid for pids in due.values() for pid in pids]
+    if not player_ids:
+        return 0
+    try:
+        rows = cache.read_seen(player_ids)
+    except hotstate.RedisUnavailable:
+        return 0
+    seen_by_session: dict[int, dt.datetime] = {}
+    for _pid, sid, seen in rows:
+        if sid and seen:
+            seen_by_session[int(sid)] = dt.datetime.fromtimestamp(float(seen), tz=dt.UTC)
+    sessions = list(PlayerSession.objects.filter(pk__in=list(seen_by_session)).select_related("device"))
+    devices = []
+    for session in sessions:
+        seen_at = seen_by_session[session.pk]
+        if seen_at > session.last_seen_at:
+            session.last_seen_at = seen_at
+        if seen_at > session.device.last_seen_at:
+            session.device.last_seen_at = seen_at
+            devices.append(session.device)
+    with transaction.atomic():
+        PlayerSession.objects.bulk_update(sessions, ["last_seen_at"], batch_size=500)
+        AuthorizedDevice.objects.bulk_update(devices, ["last_seen_at"], batch_size=500)
+    return len(sessions)
+

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from devices import loginlimits, selectors, services, tokens
+from devices.serializers import DeviceListOutput, DeviceOutput, LoginInput, LoginOutput, SessionOutput
+from devices.verification import invalid_device_id
+from memora_project.clientip import client_ip
+from memora_project.errors import ApiError, validation_error
+from memora_project.openapi import error_responses
+from players.serializers import player_summary
+from players.views import json_object
+
+DEVICE_HEADER = OpenApiParameter(
+    "X-Device-ID", str, OpenApiParameter.HEADER, required=True, description="The device's UUID v4."
+)
+
+
+def invalid_credentials() -> ApiError:
+    return ApiError("invalid_credentials", "Wrong username or password.", status=401)
+
+
+class LoginViewSet(viewsets.ViewSet):
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="auth_login",
+        request=LoginInput,
+        parameters=[DEVICE_HEADER],
+        responses={200: LoginOutput, **error_responses(400, 401, 403, 415, 429, 503)},
+        auth=[],
+        tags=["auth"],
+    )
+    def create(self, request: Request) -> Response:
+        # Order of the design: body shape, device id, rate limits, credentials, device rules.
+        body = json_object(request)
+        shape = {f: ["This field is required and must be a string."] for f in ("username", "password")
+                 if not isinstance(body.get(f), str)}
+        if shape:
+            raise validation_error(shape)
+        device_id = tokens.device_id_normalize(request.META.get("HTTP_X_DEVICE_ID"))
+        if device_id is None:
+            raise invalid_device_id()
+        ip = client_ip(request._request)
+        loginlimits.login_ip_check(ip=ip)
+        data = LoginInput(data=body)
+        data.is_valid(raise_exception=True)
+        username = data.validated_data["username"]
+        user_key = loginlimits.username_key(username)
+        loginlimits.login_lock_check(user_key=user_key, ip=ip)
+        profile = services.login_verify_credentials(username=username, password=data.validated_data["password"])
+        if profile is None:
+            loginlimits.login_failure_record(user_key=user_key, ip=ip)
+            raise invalid_credentials()
+        loginlimits.login_success_record(user_key=user_key, ip=ip)
+        replace = data.validated_data.get("replace_device_id")
+        result = services.session_login(
+            profile=profile,
+            device_id=device_id,
+            device_name=data.validated_data.get("device_name"),
+            platform=data.validated_data.get("platform"),
+            replace_device_id=str(replace) if replace else None,
+        )
+        device = result.device
+        body_out = {
+            "token": result.token,
+            "expires_at": result.session.expires_at,
+            "idle_timeout_seconds": settings.MEMORA_SESSION_IDLE_TIMEOUT,
+            "player": player_summary(result.profile),
+            "device": {
+                "device_id": str(device.device_id),
+                "name": device.name,
+                "platform": device.platform,
+                "authorized_at": device.authorized_at,
+                "last_seen_at": device.last_seen_at,
+                "is_current": True,
+            },
+        }
+        response = Response(LoginOutput(body_out).data)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class LogoutViewSet(viewsets.ViewSet):
+    @extend_schema(operation_id="auth_logout", request=None, parameters=[DEVICE_HEADER],
+                   responses={204: None, **error_responses(400, 401, 403, 503)}, tags=["auth"])
+    def create(self, request: Request) -> Response:
+        services.session_end(session_id=request.user.session_id, reason="logout")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionViewSet(viewsets.ViewSet):
+    @extend_schema(operation_id="session_get", parameters=[DEVICE_HEADER],
+                   responses={200: SessionOutput, **error_responses(400, 401, 403, 503)}, tags=["session"])
+    def retrieve(self, request: Request) -> Response:
+        p = request.user
+        return Response(
+            SessionOutput(
+                {
+                    "device": {"device_id": p.device_id, "name": p.device_name, "platform": p.platform},
+                    "started_at": p.started_at,
+                    "expires_at": p.expires_at,
+                    "last_seen_at": p.last_seen_at,
+                }
+            ).data
+        )
+
+
+class DeviceViewSet(viewsets.ViewSet):
+    lookup_field = "device_id"
+
+    @extend_schema(operation_id="devices_list", parameters=[DEVICE_HEADER],
+                   responses={200: DeviceListOutput, **error_responses(400, 401, 403, 503)}, tags=["devices"])
+    def list(self, request: Request) -> Response:
+        p = request.user
+        devices = [
+            {
+                "device_id": str(d.device_id),
+                "name": d.name,
+                "platform": d.platform,
+                "authorized_at": d.authorized_at,
+                "last_seen_at": max(d.last_seen_at, p.last_seen_at) if str(d.device_id) == p.device_id else d.last_seen_at,
+                "is_current": str(d.device_id) == p.device_id,
+            }
+            for d in selectors.device_list_active(player_id=p.player_id)
+        ]
+        allowed = selectors.removal_allowed_at(player_id=p.player_id, now=timezone.now())
+        return Response(DeviceListOutput({"results": devices, "removal_allowed_at": allowed}).data)
+
+    @extend_schema(operation_id="devices_remove", parameters=[DEVICE_HEADER],
+                   responses={204: None, **error_responses(400, 401, 403, 404, 503)}, tags=["devices"])
+    def destroy(self, request: Request, device_id: str) -> Response:
+        target = tokens.device_id_normalize(device_id)
+        if target is None:
+            raise validation_error({"device_id": ["Must be a UUID version 4."]})
+        services.device_remove_by_student(
+            player_id=request.user.player_id, device_id=target, current_device_id=request.user.device_id
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+__all__ = ["DeviceOutput", "DeviceViewSet", "LoginViewSet", "LogoutViewSet", "SessionViewSet"]

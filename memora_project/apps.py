@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class MemoraProjectConfig(AppConfig):
+    """The composition part: what spans the apps (URL map, beat schedule, cross-app commands)."""
+
+    name = "memora_project"
+    verbose_name = "Memora"

@@ -1,0 +1,152 @@
+"""Access to the hot state in Redis: short timeouts, a circuit breaker and error classification.
+
+Callers wrap every Redis use in :func:`call`. It raises :class:`RedisUnavailable` whose
+``certainly_not_run`` tells a writer whether it may take the database path (Redis certainly did not
+run the command) or must answer 503 (a timeout after the command was sent).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from django.conf import settings
+from django_redis import get_redis_connection
+
+T = TypeVar("T")
+
+_CERTAIN_REJECTIONS = ("OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN")
+
+
+class RedisUnavailable(Exception):
+    def __init__(self, reason: str, *, certainly_not_run: bool) -> None:
+        super().__init__(reason)
+        self.certainly_not_run = certainly_not_run
+
+
+class CircuitBreaker:
+    """Opens after ``failures`` consecutive errors; lets one trial call through every ``reset`` s."""
+
+    def __init__(self, failures: int, reset_seconds: float) -> None:
+        self.failures = failures
+        self.reset_seconds = reset_seconds
+        self._lock = threading.Lock()
+        self._consecutive = 0
+        self._open_until = 0.0
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._consecutive < self.failures:
+                return True
+            now = time.monotonic()
+            if now >= self._open_until:
+                # Half open: this caller is the trial; the others keep failing fast meanwhile.
+                self._open_until = now + self.reset_seconds
+                return True
+            return False
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._consecutive = 0
+            self._open_until = 0.0
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._consecutive += 1
+            if self._consecutive >= self.failures:
+                self._open_until = time.monotonic() + self.reset_seconds
+
+    @property
+    def is_open(self) -> bool:
+        with self._lock:
+            return self._consecutive >= self.failures
+
+    def reset(self) -> None:
+        self.record_success()
+
+
+breaker = CircuitBreaker(settings.MEMORA_BREAKER_FAILURES, settings.MEMORA_BREAKER_RESET_SECONDS)
+_recovery_listeners: list[Callable[[], None]] = []
+
+
+def on_recovery(listener: Callable[[], None]) -> None:
+    """Run ``listener`` (cheap, non-blocking) whenever Redis answers after a failure."""
+    _recovery_listeners.append(listener)
+
+
+def database_only() -> bool:
+    return bool(settings.MEMORA_HOT_STATE == "database")
+
+
+def connection() -> redis.Redis:
+    return get_redis_connection("default")  # type: ignore[no-any-return]
+
+
+def classify(exc: Exception) -> RedisUnavailable:
+    message = str(exc)
+    if isinstance(exc, redis.ResponseError):
+        certain = message.split(" ", 1)[0] in _CERTAIN_REJECTIONS
+        return RedisUnavailable(message, certainly_not_run=certain)
+    if isinstance(exc, redis.TimeoutError):
+        return RedisUnavailable(message, certainly_not_run="connecting" in message.lower())
+    if isinstance(exc, redis.ConnectionError):
+        # redis-py says "Error 111 connecting to host:port" when the connect itself failed.
+        return RedisUnavailable(message, certainly_not_run="connecting to" in message.lower())
+    return RedisUnavailable(message, certainly_not_run=False)
+
+
+def call(fn: Callable[[redis.Redis], T]) -> T:
+    """Run ``fn`` against Redis through the breaker; map any Redis failure onto RedisUnavailable."""
+    if database_only():
+        raise RedisUnavailable("MEMORA_HOT_STATE=database", certainly_not_run=True)
+    if not breaker.allow():
+        raise RedisUnavailable("circuit breaker open", certainly_not_run=True)
+    was_failing = breaker.is_open or breaker._consecutive > 0
+    try:
+        result = fn(connection())
+    except redis.ResponseError as exc:
+        error = classify(exc)
+        if error.certainly_not_run:
+            breaker.record_failure()
+            raise error from exc
+        # A script error or a wrong type is a bug, not an outage.
+        raise
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        breaker.record_failure()
+        raise classify(exc) from exc
+    breaker.record_success()
+    if was_failing:
+        for listener in list(_recovery_listeners):
+            listener()
+    return result
+
+
+def shard_of(player_id: int) -> int:
+    return player_id % settings.MEMORA_REDIS_SHARDS
+
+
+def shard_prefix(shard: int) -> str:
+    """Every key of one shard shares the hash tag, so a Lua call touches one Redis Cluster slot."""
+    return f"{settings.MEMORA_REDIS_KEY_PREFIX}:{{s:{shard}}}:"
+
+
+def player_prefix(player_id: int) -> str:
+    return shard_prefix(shard_of(player_id))
+
+
+class LuaScript:
+    """A Lua script run with EVALSHA (loaded on first NOSCRIPT)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._scripts: dict[int, Any] = {}
+
+    def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts.get(id(client))
+        if script is None:
+            script = client.register_script(self.source)
+            self._scripts[id(client)] = script
+        return script(keys=keys, args=args, client=client)

@@ -1,0 +1,111 @@
+"""Probes for the load balancer and the operator: /healthz, /readyz, /status."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.http import HttpRequest, JsonResponse
+
+from devices.models import CacheOutbox
+from memora_project import hotstate
+
+_migrations_ok = False
+
+
+def _database_ok() -> bool:
+    try:
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def _migrated() -> bool:
+    """True once every migration is applied (remembered: migrations do not un-apply themselves)."""
+    global _migrations_ok
+    if not _migrations_ok:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        _migrations_ok = not executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return _migrations_ok
+
+
+def _redis_info() -> dict[str, Any] | None:
+    try:
+        def read(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            pipe.config_get("maxmemory-policy")
+            pipe.info("persistence")
+            return pipe.execute()
+
+        policy, persistence = hotstate.call(read)
+    except hotstate.RedisUnavailable:
+        return None
+    except Exception:
+        # CONFIG may be renamed away on a managed Redis: reachable, settings unknown.
+        return {"maxmemory_policy": "unknown", "aof": None}
+    return {
+        "maxmemory_policy": (policy or {}).get("maxmemory-policy", "unknown"),
+        "aof": bool(int((persistence or {}).get("aof_enabled", 0))),
+    }
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    database = _database_ok()
+    redis_up = _redis_info() is not None
+    migrated = False
+    if database:
+        try:
+            migrated = _migrated()
+        except Exception:
+            migrated = False
+    # Each store's outage has its fallback: ready while at least one serves.
+    ready = (database and migrated) or (redis_up and _migrations_ok)
+    body = {"status": "ready" if ready else "unavailable", "database": database, "redis": redis_up}
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+def _authorized(request: HttpRequest) -> bool:
+    token = settings.MEMORA_METRICS_TOKEN
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    return bool(token) and hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+
+
+def status(request: HttpRequest) -> JsonResponse:
+    if not _authorized(request):
+        return JsonResponse({"code": "not_authenticated", "detail": "The metrics token is required."}, status=401)
+    checks: dict[str, dict[str, Any]] = {}
+    database = _database_ok()
+    checks["database"] = {"ok": database}
+    info = _redis_info()
+    if info is None:
+        checks["redis"] = {"ok": False, "reachable": False}
+    else:
+        safe_policy = info["maxmemory_policy"] == "noeviction"
+        redis_check: dict[str, Any] = {"ok": safe_policy, "reachable": True, **info}
+        notes = []
+        if not safe_policy:
+            notes.append("evicting policy: hot state may be dropped")
+        if not info["aof"]:
+            notes.append("no persistence: unflushed events are lost if Redis restarts")
+        if notes:
+            redis_check["note"] = "; ".join(notes)
+        checks["redis"] = redis_check
+    if database:
+        outbox = CacheOutbox.objects.values("player_id").distinct().count()
+        checks["outbox"] = {"ok": outbox == 0, "students": outbox}
+    else:
+        checks["outbox"] = {"ok": False, "students": None}
+    ready = (database and _migrations_ok) or (info is not None and _migrations_ok)
+    if not ready:
+        return JsonResponse({"status": "unavailable", "checks": checks}, status=503)
+    overall = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
+    return JsonResponse({"status": overall, "checks": checks})

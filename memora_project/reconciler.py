@@ -1,0 +1,63 @@
+"""The outbox reconciler: students whose Redis copy missed a database-first change.
+
+Every process runs it: a daemon thread checks the outbox once a second (cheap: one indexed
+query) and rebuilds the students listed there as soon as Redis answers. ``reconcile_outbox`` is
+also a beat task and runs in ``manage.py rebuild_cache``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from devices import services as device_services
+from devices.models import CacheOutbox
+from memora_project import hotstate
+
+logger = logging.getLogger(__name__)
+
+
+def reconcile_outbox(*, limit: int = 500) -> int:
+    """Rebuild in Redis every student listed in the outbox; the number rebuilt."""
+    player_ids = list(CacheOutbox.objects.values_list("player_id", flat=True).distinct()[:limit])
+    done = 0
+    for player_id in player_ids:
+        if not device_services.auth_cache_sync(player_id=player_id):
+            break  # Redis is away again: the next round continues
+        done += 1
+    return done
+
+
+_started_pid: int | None = None
+_lock = threading.Lock()
+_wake = threading.Event()
+
+
+def _loop() -> None:
+    while True:
+        _wake.wait(settings.MEMORA_RECONCILER_INTERVAL)
+        _wake.clear()
+        try:
+            if not hotstate.breaker.is_open or hotstate.breaker.allow():
+                reconcile_outbox()
+        except Exception:  # the thread must survive a database outage
+            logger.debug("reconciler round failed", exc_info=True)
+        finally:
+            close_old_connections()
+
+
+def ensure_started() -> None:
+    """Start this process's reconciler once (after a fork, again in the child)."""
+    global _started_pid
+    if not settings.MEMORA_RECONCILER_ENABLED or _started_pid == os.getpid():
+        return
+    with _lock:
+        if _started_pid == os.getpid():
+            return
+        _started_pid = os.getpid()
+        threading.Thread(target=_loop, name="memora-reconciler", daemon=True).start()
+        hotstate.on_recovery(_wake.set)

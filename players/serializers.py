@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from players.models import PlayerProfile
+
+USERNAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$",
+    "3 to 32 characters: letters, digits, '.', '_' or '-', starting with a letter or digit.",
+)
+
+
+def no_control_characters(value: str) -> None:
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value):
+        raise serializers.ValidationError("Control and invisible characters are not allowed.")
+
+
+class RegisterInput(serializers.Serializer):
+    username = serializers.CharField(max_length=32, validators=[USERNAME_VALIDATOR])
+    password = serializers.CharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
+    display_name = serializers.CharField(max_length=64, validators=[no_control_characters])
+    timezone = serializers.CharField(max_length=64, required=False, help_text="IANA time zone, default UTC.")
+
+
+class ProfileUpdateInput(serializers.Serializer):
+    display_name = serializers.CharField(max_length=64, required=False, validators=[no_control_characters])
+    timezone = serializers.CharField(max_length=64, required=False, help_text="IANA time zone.")
+
+
+class PendingTimezoneOutput(serializers.Serializer):
+    timezone = serializers.CharField()
+    effective_at = serializers.DateTimeField()
+
+
+class PlayerOutput(serializers.Serializer):
+    """The player object inside other bodies (login)."""
+
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    display_name = serializers.CharField()
+    timezone = serializers.CharField()
+
+
+def player_summary(profile: PlayerProfile) -> dict[str, Any]:
+    return {
+        "id": profile.pk,
+        "username": profile.user.username,
+        "display_name": profile.display_name,
+        "timezone": profile.timezone,
+    }
+
+
+class RegisterOutput(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = PlayerProfile
+        fields = ["id", "username", "display_name", "timezone", "created_at"]
+        read_only_fields = fields
+
+
+class ProfileOutput(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+    timezone_pending = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PlayerProfile
+        fields = ["id", "username", "display_name", "timezone", "timezone_pending", "created_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(PendingTimezoneOutput(allow_null=True))
+    def get_timezone_pending(self, obj: PlayerProfile) -> dict[str, Any] | None:
+        if not obj.timezone_pending:
+            return None
+        return PendingTimezoneOutput({"timezone": obj.timezone_pending, "effective_at": obj.timezone_effective_at}).data

@@ -1,0 +1,35 @@
+"""IANA time zones and local days."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def known_timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def is_known(name: str) -> bool:
+    return name in known_timezones()
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name)
+
+
+def local_day(at: dt.datetime, tz_name: str) -> dt.date:
+    return at.astimezone(zone(tz_name)).date()
+
+
+def next_local_midnight(at: dt.datetime, tz_name: str) -> dt.datetime:
+    """The first instant of the next local day, in UTC (a DST gap at midnight moves it forward)."""
+    tz = zone(tz_name)
+    tomorrow = at.astimezone(tz).date() + dt.timedelta(days=1)
+    naive = dt.datetime.combine(tomorrow, dt.time(0, 0))
+    # fold=0 and a round trip through UTC resolve a nonexistent midnight to the instant after it.
+    local = naive.replace(tzinfo=tz)
+    return local.astimezone(dt.UTC)

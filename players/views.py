@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from memora_project import ratelimit
+from memora_project.clientip import client_ip
+from memora_project.errors import rate_limited, validation_error
+from memora_project.openapi import error_responses
+from players import selectors, services
+from players.serializers import ProfileOutput, ProfileUpdateInput, RegisterInput, RegisterOutput
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object, or a validation error naming the body."""
+    data = request.data
+    if not isinstance(data, dict):
+        raise validation_error({"body": ["Expected a JSON object."]})
+    return data
+
+
+class RegisterViewSet(viewsets.ViewSet):
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="auth_register",
+        request=RegisterInput,
+        responses={201: RegisterOutput, **error_responses(400, 403, 415, 429, 503)},
+        auth=[],
+        tags=["auth"],
+    )
+    def create(self, request: Request) -> Response:
+        body = json_object(request)
+        limit, window = settings.MEMORA_RATE_REGISTER_IP
+        verdict = ratelimit.hit("register_ip", client_ip(request), limit=limit, window=window)
+        if not verdict.allowed:
+            raise rate_limited(verdict.retry_after)
+        data = RegisterInput(data=body)
+        data.is_valid(raise_exception=True)
+        profile = services.player_register(
+            username=data.validated_data["username"],
+            password=data.validated_data["password"],
+            display_name=data.validated_data["display_name"],
+            tz_name=data.validated_data.get("timezone"),
+        )
+        return Response(RegisterOutput(profile).data, status=status.HTTP_201_CREATED)
+
+
+class ProfileViewSet(viewsets.ViewSet):
+    @extend_schema(operation_id="profile_get", responses={200: ProfileOutput, **error_responses(400, 401, 403, 503)}, tags=["profile"])
+    def retrieve(self, request: Request) -> Response:
+        profile = selectors.player_get(player_id=request.user.player_id)
+        return Response(ProfileOutput(profile).data)
+
+    @extend_schema(
+        operation_id="profile_update",
+        request=ProfileUpdateInput,
+        responses={200: ProfileOutput, **error_responses(400, 401, 403, 415, 503)},
+        tags=["profile"],
+    )
+    def partial_update(self, request: Request) -> Response:
+        data = ProfileUpdateInput(data=json_object(request))
+        data.is_valid(raise_exception=True)
+        profile = services.player_update_profile(player_id=request.user.player_id, data=data.validated_data)
+        return Response(ProfileOutput(profile).data)

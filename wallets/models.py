@@ -1,0 +1,1 @@
+# The rewards engine (PlayerWallet, the XP ledger) is built by the rewards issue.
