@@ -41,7 +41,8 @@ if cur == ARGV[1] then
     redis.call('HSET', h, 'seenw', ARGV[3])
     redis.call('SADD', KEYS[2], ARGV[6])
   end
-  return {'ok', f[5], f[6], f[2], ARGV[3], f[7] or '', f[8] or '', f[9] or 'UTC', f[10] or '', f[11] or '', f[12] or '0'}
+  return {'ok', f[5], f[6], f[2], ARGV[3], f[7] or '', f[8] or '',
+          f[9] or 'UTC', f[10] or '', f[11] or '', f[12] or '0'}
 end
 local t = redis.call('HGET', h, 't:' .. ARGV[1])
 if t then return {'ended', t} end

@@ -9,6 +9,7 @@ right password too, and says nothing about whether the username exists.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 
@@ -75,7 +76,9 @@ def _database_lock_wait(*, user_key: str, ip: str) -> float:
     wait = 0.0
     recent = list(
         LoginFailure.objects.filter(
-            username_key=user_key, ip=ip, at__gt=now - dt.timedelta(seconds=ip_window + settings.MEMORA_LOGIN_LOCK_SECONDS)
+            username_key=user_key,
+            ip=ip,
+            at__gt=now - dt.timedelta(seconds=ip_window + settings.MEMORA_LOGIN_LOCK_SECONDS),
         )
         .order_by("-at")
         .values_list("at", flat=True)[:ip_limit]
@@ -97,7 +100,7 @@ def _database_lock_wait(*, user_key: str, ip: str) -> float:
 def login_failure_record(*, user_key: str, ip: str) -> None:
     lock, fail_user_ip, fail_user = _names(user_key, ip)
     ip_limit, ip_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER_IP
-    user_limit, user_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER
+    _, user_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER
     try:
         per_ip = ratelimit.hit_or_raise(fail_user_ip, ip_window)
         ratelimit.hit_or_raise(fail_user, user_window)
@@ -109,7 +112,5 @@ def login_failure_record(*, user_key: str, ip: str) -> None:
 
 def login_success_record(*, user_key: str, ip: str) -> None:
     _, fail_user_ip, _ = _names(user_key, ip)
-    try:
+    with contextlib.suppress(hotstate.RedisUnavailable):
         hotstate.call(lambda r: r.delete(fail_user_ip))
-    except hotstate.RedisUnavailable:
-        pass

@@ -110,7 +110,9 @@ class DeviceAuditEntry(models.Model):
     player = models.ForeignKey(PlayerProfile, on_delete=models.CASCADE, related_name="device_audit")
     device = models.ForeignKey(AuthorizedDevice, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     action = models.CharField(max_length=32, choices=AuditAction.choices)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reason = models.CharField(max_length=200, blank=True, default="")
     at = models.DateTimeField()
 
@@ -137,6 +139,9 @@ class CacheOutbox(models.Model):
         verbose_name_plural = "cache outbox"
         indexes = [models.Index(fields=["player", "generation"], name="outbox_player_gen")]
 
+    def __str__(self) -> str:
+        return f"rebuild player {self.player_id} (generation {self.generation})"
+
 
 class LoginFailure(models.Model):
     """Failed logins counted in the database while Redis is away."""
@@ -151,6 +156,9 @@ class LoginFailure(models.Model):
             models.Index(fields=["username_key", "ip", "at"], name="loginfail_user_ip_at"),
         ]
 
+    def __str__(self) -> str:
+        return f"failed login from {self.ip} at {self.at:%Y-%m-%d %H:%M:%S}"
+
 
 class ServiceApiKey(models.Model):
     """A key for another backend. Only the SHA-256 digest is stored; the key is shown once."""
@@ -164,7 +172,9 @@ class ServiceApiKey(models.Model):
     digest = models.CharField(max_length=64, unique=True, editable=False)
     scopes = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

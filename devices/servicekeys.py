@@ -6,10 +6,11 @@ service call costs one round trip on a warm cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -44,7 +45,7 @@ def _rate_key(digest: str) -> str:
 
 
 @transaction.atomic
-def service_key_create(*, name: str, scopes: list[str], actor: AbstractBaseUser | None) -> tuple[ServiceApiKey, str]:
+def service_key_create(*, name: str, scopes: list[str], actor: User | None) -> tuple[ServiceApiKey, str]:
     """A new key; the plain key is returned once and never stored."""
     raw, prefix = tokens.service_key_new()
     key = ServiceApiKey.objects.create(
@@ -61,10 +62,9 @@ def service_key_revoke(*, key_pk: int) -> None:
     digest = key.digest
 
     def forget() -> None:
-        try:
+        # If Redis is away, the cached copy expires within CACHE_TTL.
+        with contextlib.suppress(hotstate.RedisUnavailable):
             hotstate.call(lambda r: r.delete(_cache_key(digest)))
-        except hotstate.RedisUnavailable:
-            pass  # the cached copy expires within CACHE_TTL
 
     transaction.on_commit(forget)
 
@@ -100,10 +100,8 @@ def service_key_verify(*, raw: str) -> ServicePrincipal | None:
         if principal is None:
             return None
         payload = json.dumps({"id": principal.key_id, "name": principal.name, "scopes": sorted(principal.scopes)})
-        try:
+        with contextlib.suppress(hotstate.RedisUnavailable):
             hotstate.call(lambda r: r.set(_cache_key(digest), payload, ex=CACHE_TTL))
-        except hotstate.RedisUnavailable:
-            pass
     if int(count) > limit:
         raise rate_limited(int(ttl_ms) / 1000.0)
     return principal

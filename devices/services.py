@@ -11,11 +11,10 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -118,9 +117,7 @@ def _removal_cooldown_check(*, state: PlayerAuthState, now: dt.datetime) -> None
         )
 
 
-def _end_sessions(
-    *, player_id: int, reason: str, now: dt.datetime, device: AuthorizedDevice | None = None
-) -> int:
+def _end_sessions(*, player_id: int, reason: str, now: dt.datetime, device: AuthorizedDevice | None = None) -> int:
     live = PlayerSession.objects.filter(player_id=player_id, is_live=True)
     if device is not None:
         live = live.filter(device=device)
@@ -130,7 +127,7 @@ def _end_sessions(
 def _revoke(
     *,
     device: AuthorizedDevice,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     reason: str,
     action: str,
     blocked: bool,
@@ -261,7 +258,7 @@ def session_end(*, session_id: int, reason: str) -> None:
 
 
 @transaction.atomic
-def session_end_all(*, player_id: int, reason: str, actor: AbstractBaseUser | None = None) -> int:
+def session_end_all(*, player_id: int, reason: str, actor: User | None = None) -> int:
     """End every live session of the student (password change, deactivation, support)."""
     now = timezone.now()
     PlayerProfile.objects.select_for_update().filter(pk=player_id).first()
@@ -288,18 +285,18 @@ def device_remove_by_student(*, player_id: int, device_id: str, current_device_i
     if device is None:
         raise ApiError("not_found", "No such device on this account.", status=404)
     if device_id == current_device_id:
-        raise ApiError(
-            "permission_denied", "This device cannot remove itself; sign out instead.", status=403
-        )
+        raise ApiError("permission_denied", "This device cannot remove itself; sign out instead.", status=403)
     _removal_cooldown_check(state=state, now=now)
-    _revoke(device=device, actor=None, reason="removed by the student", action=AuditAction.REMOVED, blocked=False, now=now)
+    _revoke(
+        device=device, actor=None, reason="removed by the student", action=AuditAction.REMOVED, blocked=False, now=now
+    )
     state.last_removal_at = now
     state.save(update_fields=["last_removal_at"])
     _bump(player_id=player_id, now=now)
 
 
 @transaction.atomic
-def device_revoke(*, device_pk: int, actor: AbstractBaseUser | None, reason: str) -> bool:
+def device_revoke(*, device_pk: int, actor: User | None, reason: str) -> bool:
     """Support's revocation: frees the slot, ends the device's session, blocks the device id."""
     now = timezone.now()
     device = AuthorizedDevice.objects.select_related("player").get(pk=device_pk)
@@ -313,7 +310,7 @@ def device_revoke(*, device_pk: int, actor: AbstractBaseUser | None, reason: str
 
 
 @transaction.atomic
-def device_allow(*, device_pk: int, actor: AbstractBaseUser | None, reason: str = "") -> bool:
+def device_allow(*, device_pk: int, actor: User | None, reason: str = "") -> bool:
     """Let a revoked device id log in again (it takes a free slot at its next login)."""
     now = timezone.now()
     device = AuthorizedDevice.objects.get(pk=device_pk)
@@ -369,4 +366,3 @@ def last_seen_persist(*, batch: int = 1000) -> int:
         PlayerSession.objects.bulk_update(sessions, ["last_seen_at"], batch_size=500)
         AuthorizedDevice.objects.bulk_update(devices, ["last_seen_at"], batch_size=500)
     return len(sessions)
-

@@ -42,7 +42,9 @@ def _ended(code: str, reason: str) -> ApiError:
         return ApiError(code, _MESSAGES[code], status=401)
     if code == "device_revoked":
         return ApiError(code, _MESSAGES[code], status=401)
-    return ApiError("session_ended", _MESSAGES.get(reason, "Your session ended. Please sign in again."), status=401, reason=reason)
+    return ApiError(
+        "session_ended", _MESSAGES.get(reason, "Your session ended. Please sign in again."), status=401, reason=reason
+    )
 
 
 def _expired(reason: str) -> ApiError:
@@ -108,7 +110,9 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
     if status == "unknown":
         raise not_authenticated()
     # A cold cache: the database answers, then the student's copy is rebuilt for the next request.
-    principal = verify_database(player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id, rebuild=True)
+    principal = verify_database(
+        player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id, rebuild=True
+    )
     return principal
 
 

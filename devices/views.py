@@ -14,6 +14,7 @@ from devices.verification import invalid_device_id
 from memora_project.clientip import client_ip
 from memora_project.errors import ApiError, validation_error
 from memora_project.openapi import error_responses
+from players.permissions import current_student
 from players.serializers import player_summary
 from players.views import json_object
 
@@ -41,8 +42,11 @@ class LoginViewSet(viewsets.ViewSet):
     def create(self, request: Request) -> Response:
         # Order of the design: body shape, device id, rate limits, credentials, device rules.
         body = json_object(request)
-        shape = {f: ["This field is required and must be a string."] for f in ("username", "password")
-                 if not isinstance(body.get(f), str)}
+        shape = {
+            f: ["This field is required and must be a string."]
+            for f in ("username", "password")
+            if not isinstance(body.get(f), str)
+        }
         if shape:
             raise validation_error(shape)
         device_id = tokens.device_id_normalize(request.META.get("HTTP_X_DEVICE_ID"))
@@ -89,18 +93,27 @@ class LoginViewSet(viewsets.ViewSet):
 
 
 class LogoutViewSet(viewsets.ViewSet):
-    @extend_schema(operation_id="auth_logout", request=None, parameters=[DEVICE_HEADER],
-                   responses={204: None, **error_responses(400, 401, 403, 503)}, tags=["auth"])
+    @extend_schema(
+        operation_id="auth_logout",
+        request=None,
+        parameters=[DEVICE_HEADER],
+        responses={204: None, **error_responses(400, 401, 403, 503)},
+        tags=["auth"],
+    )
     def create(self, request: Request) -> Response:
-        services.session_end(session_id=request.user.session_id, reason="logout")
+        services.session_end(session_id=current_student(request).session_id, reason="logout")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SessionViewSet(viewsets.ViewSet):
-    @extend_schema(operation_id="session_get", parameters=[DEVICE_HEADER],
-                   responses={200: SessionOutput, **error_responses(400, 401, 403, 503)}, tags=["session"])
+    @extend_schema(
+        operation_id="session_get",
+        parameters=[DEVICE_HEADER],
+        responses={200: SessionOutput, **error_responses(400, 401, 403, 503)},
+        tags=["session"],
+    )
     def retrieve(self, request: Request) -> Response:
-        p = request.user
+        p = current_student(request)
         return Response(
             SessionOutput(
                 {
@@ -116,17 +129,23 @@ class SessionViewSet(viewsets.ViewSet):
 class DeviceViewSet(viewsets.ViewSet):
     lookup_field = "device_id"
 
-    @extend_schema(operation_id="devices_list", parameters=[DEVICE_HEADER],
-                   responses={200: DeviceListOutput, **error_responses(400, 401, 403, 503)}, tags=["devices"])
+    @extend_schema(
+        operation_id="devices_list",
+        parameters=[DEVICE_HEADER],
+        responses={200: DeviceListOutput, **error_responses(400, 401, 403, 503)},
+        tags=["devices"],
+    )
     def list(self, request: Request) -> Response:
-        p = request.user
+        p = current_student(request)
         devices = [
             {
                 "device_id": str(d.device_id),
                 "name": d.name,
                 "platform": d.platform,
                 "authorized_at": d.authorized_at,
-                "last_seen_at": max(d.last_seen_at, p.last_seen_at) if str(d.device_id) == p.device_id else d.last_seen_at,
+                "last_seen_at": max(d.last_seen_at, p.last_seen_at)
+                if str(d.device_id) == p.device_id
+                else d.last_seen_at,
                 "is_current": str(d.device_id) == p.device_id,
             }
             for d in selectors.device_list_active(player_id=p.player_id)
@@ -134,14 +153,20 @@ class DeviceViewSet(viewsets.ViewSet):
         allowed = selectors.removal_allowed_at(player_id=p.player_id, now=timezone.now())
         return Response(DeviceListOutput({"results": devices, "removal_allowed_at": allowed}).data)
 
-    @extend_schema(operation_id="devices_remove", parameters=[DEVICE_HEADER],
-                   responses={204: None, **error_responses(400, 401, 403, 404, 503)}, tags=["devices"])
+    @extend_schema(
+        operation_id="devices_remove",
+        parameters=[DEVICE_HEADER],
+        responses={204: None, **error_responses(400, 401, 403, 404, 503)},
+        tags=["devices"],
+    )
     def destroy(self, request: Request, device_id: str) -> Response:
         target = tokens.device_id_normalize(device_id)
         if target is None:
             raise validation_error({"device_id": ["Must be a UUID version 4."]})
         services.device_remove_by_student(
-            player_id=request.user.player_id, device_id=target, current_device_id=request.user.device_id
+            player_id=current_student(request).player_id,
+            device_id=target,
+            current_device_id=current_student(request).device_id,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 

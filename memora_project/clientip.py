@@ -26,7 +26,7 @@ def _is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
 
 
 def client_ip(request: HttpRequest) -> str:
-    peer = str(request.META.get("REMOTE_ADDR") or "0.0.0.0")
+    peer = str(request.META.get("REMOTE_ADDR") or "0.0.0.0")  # noqa: S104 (an address, not a bind)
     networks = _trusted(tuple(settings.MEMORA_TRUSTED_PROXIES))
     if not networks or not _is_trusted(peer, networks):
         return peer

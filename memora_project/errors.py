@@ -95,7 +95,9 @@ def api_error_for(exc: Exception) -> ApiError | None:
     if isinstance(exc, drf_exceptions.ValidationError):
         return validation_error(_flatten(exc.detail))
     if isinstance(exc, drf_exceptions.ParseError):
-        return ApiError("validation_error", "The body is not valid JSON.", status=400, errors={"body": [str(exc.detail)]})
+        return ApiError(
+            "validation_error", "The body is not valid JSON.", status=400, errors={"body": [str(exc.detail)]}
+        )
     if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
         return not_authenticated()
     if isinstance(exc, (drf_exceptions.PermissionDenied, DjangoPermissionDenied)):
@@ -111,7 +113,7 @@ def api_error_for(exc: Exception) -> ApiError | None:
     if isinstance(exc, RequestDataTooBig):
         return payload_too_large()
     if isinstance(exc, drf_exceptions.Throttled):
-        return rate_limited(exc.wait or 1)
+        return rate_limited(getattr(exc, "wait", None) or 1)
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is unreachable (or went away mid-request): the client retries later.
         return service_unavailable()

@@ -11,7 +11,7 @@ from rest_framework import serializers
 class ErrorOutput(serializers.Serializer):
     code = serializers.CharField(help_text="Stable machine-readable code.")
     detail = serializers.CharField(help_text="Human-readable message.")
-    errors = serializers.DictField(
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()), required=False, help_text="validation_error only."
     )
     reason = serializers.CharField(required=False, help_text="session_ended and session_expired.")

@@ -36,6 +36,7 @@ def _migrated() -> bool:
 
 def _redis_info() -> dict[str, Any] | None:
     try:
+
         def read(r: Any) -> Any:
             pipe = r.pipeline(transaction=False)
             pipe.config_get("maxmemory-policy")

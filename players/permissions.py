@@ -21,3 +21,11 @@ class HasServiceScope(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
         return isinstance(user, ServicePrincipal) and getattr(view, "required_scope", None) in user.scopes
+
+
+def current_student(request: Request) -> PlayerPrincipal:
+    """The verified student of a request that passed ``IsStudent``."""
+    user = request.user
+    if not isinstance(user, PlayerPrincipal):
+        raise TypeError("current_student() on a request without a verified student")
+    return user

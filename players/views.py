@@ -14,6 +14,7 @@ from memora_project.clientip import client_ip
 from memora_project.errors import rate_limited, validation_error
 from memora_project.openapi import error_responses
 from players import selectors, services
+from players.permissions import current_student
 from players.serializers import ProfileOutput, ProfileUpdateInput, RegisterInput, RegisterOutput
 
 
@@ -54,9 +55,13 @@ class RegisterViewSet(viewsets.ViewSet):
 
 
 class ProfileViewSet(viewsets.ViewSet):
-    @extend_schema(operation_id="profile_get", responses={200: ProfileOutput, **error_responses(400, 401, 403, 503)}, tags=["profile"])
+    @extend_schema(
+        operation_id="profile_get",
+        responses={200: ProfileOutput, **error_responses(400, 401, 403, 503)},
+        tags=["profile"],
+    )
     def retrieve(self, request: Request) -> Response:
-        profile = selectors.player_get(player_id=request.user.player_id)
+        profile = selectors.player_get(player_id=current_student(request).player_id)
         return Response(ProfileOutput(profile).data)
 
     @extend_schema(
@@ -68,5 +73,5 @@ class ProfileViewSet(viewsets.ViewSet):
     def partial_update(self, request: Request) -> Response:
         data = ProfileUpdateInput(data=json_object(request))
         data.is_valid(raise_exception=True)
-        profile = services.player_update_profile(player_id=request.user.player_id, data=data.validated_data)
+        profile = services.player_update_profile(player_id=current_student(request).player_id, data=data.validated_data)
         return Response(ProfileOutput(profile).data)

@@ -1,0 +1,51 @@
+# Memora Player Core. `make run` starts the service on embedded defaults; `make test` runs
+# everything CI runs. Both set up what they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export DJANGO_SETTINGS_MODULE := memora_project.settings
+
+.PHONY: run test lint typecheck pytest system-deps venv clean bench
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(MAKE) --no-print-directory system-deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# mysqlclient needs the MariaDB client headers; the admin's browser test needs Debian's chromium.
+system-deps:
+	@missing=""; \
+	pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null || missing="$$missing libmariadb-dev pkg-config"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get install -y -q $$missing >/dev/null || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+TEST_DATABASE_URL ?= mysql://root@127.0.0.1:3306/memora
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+pytest: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	DJANGO_DEBUG=1 DJANGO_SECURE=0 MEMORA_RECONCILER_ENABLED=0 \
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
