@@ -138,15 +138,13 @@ def player_prefix(player_id: int) -> str:
 
 
 class LuaScript:
-    """A Lua script run with EVALSHA (loaded on first NOSCRIPT)."""
+    """A Lua script run with EVALSHA (loaded on the first NOSCRIPT); works on pipelines too."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._scripts: dict[int, Any] = {}
+        self._script: Any = None
 
-    def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
-        script = self._scripts.get(id(client))
-        if script is None:
-            script = client.register_script(self.source)
-            self._scripts[id(client)] = script
-        return script(keys=keys, args=args, client=client)
+    def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        if self._script is None:
+            self._script = client.register_script(self.source)
+        return self._script(keys=keys, args=args, client=client)

@@ -17,17 +17,24 @@ from django.db import close_old_connections
 from devices import services as device_services
 from devices.models import CacheOutbox
 from memora_project import hotstate
+from wallets import services as wallet_services
+from wallets.models import WalletOutbox
 
 logger = logging.getLogger(__name__)
 
 
 def reconcile_outbox(*, limit: int = 500) -> int:
     """Rebuild in Redis every student listed in the outbox; the number rebuilt."""
-    player_ids = list(CacheOutbox.objects.values_list("player_id", flat=True).distinct()[:limit])
     done = 0
+    player_ids = list(CacheOutbox.objects.values_list("player_id", flat=True).distinct()[:limit])
     for player_id in player_ids:
         if not device_services.auth_cache_sync(player_id=player_id):
-            break  # Redis is away again: the next round continues
+            return done  # Redis is away again: the next round continues
+        done += 1
+    player_ids = list(WalletOutbox.objects.values_list("player_id", flat=True).distinct()[:limit])
+    for player_id in player_ids:
+        if not wallet_services.wallet_cache_sync(player_id=player_id):
+            return done
         done += 1
     return done
 

@@ -14,6 +14,7 @@ def api_not_found(request: HttpRequest, *args: object, **kwargs: object) -> Json
 api_v1 = [
     path("", include("players.urls")),
     path("", include("devices.urls")),
+    path("", include("wallets.urls")),
 ]
 
 urlpatterns = [

@@ -1,0 +1,381 @@
+"""The rewards half's Redis keys and Lua scripts.
+
+Per student (all under the shard's hash tag, so one Lua call touches one Redis Cluster slot):
+``w:<id>`` wallet hash, ``wl:<id>`` lessons done on the wallet's local day, ``pe:<id>`` pending
+events (JSON), ``if:<id>`` events claimed by a flush with ``ifm:<id>`` (claim id, lease),
+``idem:<digest>`` idempotency records. Per shard: ``dirty`` (students with pending events).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from memora_project import hotstate
+
+WALLET_FIELDS = ("xp", "streak", "longest", "last", "lastd", "freezes", "ver", "day", "xpd", "gen")
+
+
+def wallet_key(pid: int) -> str:
+    return f"{hotstate.player_prefix(pid)}w:{pid}"
+
+
+def lessons_key(pid: int) -> str:
+    return f"{hotstate.player_prefix(pid)}wl:{pid}"
+
+
+def pending_key(pid: int) -> str:
+    return f"{hotstate.player_prefix(pid)}pe:{pid}"
+
+
+def inflight_key(pid: int) -> str:
+    return f"{hotstate.player_prefix(pid)}if:{pid}"
+
+
+def inflight_meta_key(pid: int) -> str:
+    return f"{hotstate.player_prefix(pid)}ifm:{pid}"
+
+
+def idem_key(pid: int, digest: str) -> str:
+    return f"{hotstate.player_prefix(pid)}idem:{digest}"
+
+
+def rate_key(pid: int) -> str:
+    return f"{hotstate.player_prefix(pid)}rl:lesson:{pid}"
+
+
+def dirty_key(shard: int) -> str:
+    return f"{hotstate.shard_prefix(shard)}dirty"
+
+
+# KEYS: 1 wallet, 2 lessons today, 3 pending, 4 dirty set, 5 idempotency record, 6 rate counter.
+# ARGV: 1 now (epoch s), 2 local day (YYYY-MM-DD), 3 day ordinal, 4 kind, 5 lesson id, 6 base amount,
+# 7 daily cap (lesson only), 8 fingerprint, 9 event id, 10 rate limit (0: none), 11 rate window ms,
+# 12 idempotency ttl ms, 13 player id, 14 reason, 15 idempotency scope, 16 idempotency key.
+AWARD_LUA = """
+local rec = redis.call('GET', KEYS[5])
+if rec then
+  local r = cjson.decode(rec)
+  if r['fp'] ~= ARGV[8] then return {'conflict'} end
+  return {'replay', tostring(r['status']), r['body']}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'cold'} end
+local limit = tonumber(ARGV[10])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[6])
+  local ttl = redis.call('PTTL', KEYS[6])
+  if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[6], ARGV[11])
+    ttl = tonumber(ARGV[11])
+  end
+  if n > limit then return {'limited', tostring(ttl)} end
+end
+local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'day', 'xpd')
+local xp = tonumber(w[1]) or 0
+local streak = tonumber(w[2]) or 0
+local longest = tonumber(w[3]) or 0
+local last = tonumber(w[4])
+local lastd = w[5]
+local freezes = tonumber(w[6]) or 0
+local ver = tonumber(w[7]) or 0
+local xpd = tonumber(w[9]) or 0
+local kind = ARGV[4]
+local day = tonumber(ARGV[3])
+if w[8] ~= ARGV[2] then
+  -- A new local day for this student: today's XP and lessons start over.
+  xpd = 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'day', ARGV[2])
+end
+local awarded = tonumber(ARGV[6])
+local capped = false
+if kind == 'lesson' then
+  if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then
+    awarded = 0
+  else
+    local left = tonumber(ARGV[7]) - xpd
+    if left < 0 then left = 0 end
+    if awarded > left then
+      awarded = left
+      capped = true
+    end
+    redis.call('SADD', KEYS[2], ARGV[5])
+  end
+  xpd = xpd + awarded
+  -- The streak: same day no change, next day +1, an earlier day counts as the last, a gap resets.
+  if last == nil then
+    streak = 1
+    last = day
+    lastd = ARGV[2]
+  elseif day == last + 1 then
+    streak = streak + 1
+    last = day
+    lastd = ARGV[2]
+  elseif day > last + 1 then
+    streak = 1
+    last = day
+    lastd = ARGV[2]
+  end
+  if streak > longest then longest = streak end
+end
+xp = xp + awarded
+ver = ver + 1
+local shown = 0
+if last ~= nil and last >= day - 1 then shown = streak end
+local wallet = {
+  xp_total = xp, xp_today = xpd, current_streak = shown, longest_streak = longest,
+  last_activity_date = lastd or cjson.null, today = ARGV[2],
+  streak_active_today = (last ~= nil and last >= day), streak_freezes = freezes
+}
+local body
+if kind == 'lesson' then
+  body = cjson.encode({event_id = ARGV[9], xp_awarded = awarded, capped = capped, wallet = wallet})
+else
+  body = cjson.encode({event_id = ARGV[9], xp_awarded = awarded, wallet = wallet})
+end
+local lastv = ''
+if last ~= nil then lastv = tostring(last) end
+redis.call('HSET', KEYS[1], 'xp', xp, 'streak', streak, 'longest', longest, 'last', lastv,
+           'lastd', lastd or '', 'ver', ver, 'xpd', xpd)
+local event = cjson.encode({
+  event_id = ARGV[9], kind = kind, amount = awarded, lesson_id = ARGV[5], reason = ARGV[14],
+  local_day = ARGV[2], accepted_at = ARGV[1], version = ver, xp_total_after = xp,
+  streak_after = streak, longest_after = longest, last_day_after = lastd or '', freezes_after = freezes,
+  idem_scope = ARGV[15], idem_key = ARGV[16], fingerprint = ARGV[8], status = 201, body = body
+})
+redis.call('RPUSH', KEYS[3], event)
+redis.call('SADD', KEYS[4], ARGV[13])
+redis.call('SET', KEYS[5], cjson.encode({fp = ARGV[8], status = 201, body = body}), 'PX', ARGV[12])
+return {'ok', body}
+"""
+
+# KEYS: 1 wallet, 2 lessons today, 3.. idempotency records. ARGV: 1 generation, 2 expected version
+# ('' when the wallet was absent), 3 wallet fields JSON, 4 lessons JSON, 5 idem ttl ms, 6.. records.
+# Refuses when Redis holds a newer generation or an award moved the version since the read.
+REBUILD_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'gen', 'ver')
+if cur[1] and tonumber(cur[1]) > tonumber(ARGV[1]) then return 0 end
+local expected = ARGV[2]
+if expected == '' then
+  if cur[2] then return -1 end
+elseif cur[2] ~= expected then
+  return -1
+end
+local d = cjson.decode(ARGV[3])
+redis.call('DEL', KEYS[1], KEYS[2])
+local args = {'gen', ARGV[1]}
+for k, v in pairs(d) do
+  args[#args + 1] = k
+  args[#args + 1] = tostring(v)
+end
+redis.call('HSET', KEYS[1], unpack(args))
+local lessons = cjson.decode(ARGV[4])
+for i = 1, #lessons do redis.call('SADD', KEYS[2], lessons[i]) end
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('SET', KEYS[i], ARGV[i + 3], 'PX', ARGV[5])
+  end
+end
+return 1
+"""
+
+# KEYS: dirty set, then per student: pending, in-flight, in-flight meta. ARGV: claim id, now,
+# lease until, then the player ids. Moves pending events under the claim; adopts claims whose
+# lease expired; leaves live claims of another flush alone. Returns {pid, {events...}} pairs.
+CLAIM_LUA = """
+local out = {}
+local now = tonumber(ARGV[2])
+for i = 4, #ARGV do
+  local pid = ARGV[i]
+  local base = 2 + (i - 4) * 3
+  local pe, inf, meta = KEYS[base], KEYS[base + 1], KEYS[base + 2]
+  local owner = redis.call('HGET', meta, 'claim')
+  local lease = tonumber(redis.call('HGET', meta, 'lease') or '0')
+  if owner and owner ~= ARGV[1] and lease > now then
+    -- a live flush holds it: not ours
+  else
+    if redis.call('EXISTS', pe) == 1 then
+      if redis.call('EXISTS', inf) == 0 then
+        redis.call('RENAME', pe, inf)
+      else
+        local items = redis.call('LRANGE', pe, 0, -1)
+        for j = 1, #items, 1000 do
+          redis.call('RPUSH', inf, unpack(items, j, math.min(j + 999, #items)))
+        end
+        redis.call('DEL', pe)
+      end
+    end
+    redis.call('SREM', KEYS[1], pid)
+    if redis.call('EXISTS', inf) == 1 then
+      redis.call('HSET', meta, 'claim', ARGV[1], 'lease', ARGV[3])
+      out[#out + 1] = pid
+      out[#out + 1] = redis.call('LRANGE', inf, 0, -1)
+    else
+      redis.call('DEL', meta)
+    end
+  end
+end
+return out
+"""
+
+# KEYS: per student in-flight, meta. ARGV: claim id, mode. 'release' deletes only this claim's
+# events (they are in the ledger); 'abandon' ends the lease so the next flush adopts them at once.
+RELEASE_LUA = """
+local n = 0
+for i = 1, #KEYS, 2 do
+  if redis.call('HGET', KEYS[i + 1], 'claim') == ARGV[1] then
+    if ARGV[2] == 'abandon' then
+      redis.call('HSET', KEYS[i + 1], 'lease', '0')
+    else
+      redis.call('DEL', KEYS[i], KEYS[i + 1])
+    end
+    n = n + 1
+  end
+end
+return n
+"""
+
+_award = hotstate.LuaScript(AWARD_LUA)
+_rebuild = hotstate.LuaScript(REBUILD_LUA)
+_claim = hotstate.LuaScript(CLAIM_LUA)
+_release = hotstate.LuaScript(RELEASE_LUA)
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def award(*, pid: int, idem_digest: str, args: list[Any]) -> list[Any]:
+    keys = [
+        wallet_key(pid),
+        lessons_key(pid),
+        pending_key(pid),
+        dirty_key(hotstate.shard_of(pid)),
+        idem_key(pid, idem_digest),
+        rate_key(pid),
+    ]
+    return [_text(v) for v in hotstate.call(lambda r: _award(r, keys, args))]
+
+
+def read_wallet(pid: int) -> dict[str, str] | None:
+    values = hotstate.call(lambda r: r.hmget(wallet_key(pid), *WALLET_FIELDS))
+    if values[WALLET_FIELDS.index("ver")] is None:
+        return None
+    return {name: _text(v) or "" for name, v in zip(WALLET_FIELDS, values, strict=True)}
+
+
+def read_unflushed(pid: int) -> tuple[str | None, list[dict[str, Any]]]:
+    """The wallet's version and every event still in Redis (pending and in flight), one round trip."""
+
+    def run(r: redis.Redis) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        pipe.hget(wallet_key(pid), "ver")
+        pipe.lrange(inflight_key(pid), 0, -1)
+        pipe.lrange(pending_key(pid), 0, -1)
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    ver, inflight, pending = hotstate.call(run)
+    events: dict[str, dict[str, Any]] = {}
+    for raw in [*inflight, *pending]:
+        event = json.loads(raw)
+        events[event["event_id"]] = event
+    return _text(ver), list(events.values())
+
+
+def rebuild(
+    *,
+    pid: int,
+    generation: int,
+    expected_version: str | None,
+    fields: dict[str, str],
+    lessons: list[str],
+    idem_records: dict[str, str],
+    idem_ttl_ms: int,
+) -> int:
+    """1 written, 0 refused (newer generation in Redis), -1 raced by an award (read again)."""
+    keys = [wallet_key(pid), lessons_key(pid), *(idem_key(pid, d) for d in idem_records)]
+    args = [generation, expected_version or "", json.dumps(fields), json.dumps(lessons), idem_ttl_ms]
+    args += list(idem_records.values())
+    return int(hotstate.call(lambda r: _rebuild(r, keys, args)))
+
+
+def dirty_members(shards: range) -> dict[int, list[int]]:
+    def run(r: redis.Redis) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        for shard in shards:
+            pipe.smembers(dirty_key(shard))
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    members = hotstate.call(run)
+    return {shard: sorted(int(m) for m in found) for shard, found in zip(shards, members, strict=True) if found}
+
+
+def claim(*, claim_id: str, now: float, lease_until: float, by_shard: dict[int, list[int]]) -> dict[int, list[str]]:
+    """Claim the students' events, one Lua call per shard, all in one pipeline."""
+
+    def run(r: redis.Redis) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        for shard, pids in by_shard.items():
+            keys = [dirty_key(shard)]
+            for pid in pids:
+                keys += [pending_key(pid), inflight_key(pid), inflight_meta_key(pid)]
+            _claim(pipe, keys, [claim_id, repr(now), repr(lease_until), *pids])
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    claimed: dict[int, list[str]] = {}
+    for result in hotstate.call(run):
+        for i in range(0, len(result), 2):
+            claimed[int(_text(result[i]))] = [_text(e) for e in result[i + 1]]
+    return claimed
+
+
+def release(*, claim_id: str, pids: list[int], abandon: bool = False) -> None:
+    by_shard: dict[int, list[int]] = {}
+    for pid in pids:
+        by_shard.setdefault(hotstate.shard_of(pid), []).append(pid)
+
+    def run(r: redis.Redis) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        for shard_pids in by_shard.values():
+            keys: list[str] = []
+            for pid in shard_pids:
+                keys += [inflight_key(pid), inflight_meta_key(pid)]
+            _release(pipe, keys, [claim_id, "abandon" if abandon else "release"])
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    hotstate.call(run)
+
+
+def mark_dirty(pids: list[int]) -> None:
+    def run(r: redis.Redis) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        for pid in pids:
+            pipe.sadd(dirty_key(hotstate.shard_of(pid)), pid)
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    hotstate.call(run)
+
+
+def pending_stats(shards: range) -> tuple[int, float | None]:
+    """(events pending or in flight, accepted_at of the oldest), scanning every shard's dirty set."""
+    dirty = dirty_members(shards)
+
+    def run(r: redis.Redis) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        for pids in dirty.values():
+            for pid in pids:
+                pipe.llen(pending_key(pid))
+                pipe.lindex(pending_key(pid), 0)
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    results = hotstate.call(run) if dirty else []
+    count = 0
+    oldest: float | None = None
+    for i in range(0, len(results), 2):
+        count += int(results[i] or 0)
+        if results[i + 1]:
+            accepted = float(json.loads(results[i + 1])["accepted_at"])
+            oldest = accepted if oldest is None else min(oldest, accepted)
+    return count, oldest

@@ -1,0 +1,35 @@
+"""Idempotency keys (IETF draft, Stripe semantics): validation, scope and fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from memora_project.errors import ApiError
+
+
+def key_from_header(raw: str | None) -> str:
+    if raw is None or raw == "":
+        raise ApiError("idempotency_key_missing", "This request needs an Idempotency-Key header.", status=400)
+    if len(raw) > 255 or any(not (0x20 <= ord(ch) <= 0x7E) for ch in raw):
+        raise ApiError(
+            "idempotency_key_invalid", "Idempotency-Key must be 1 to 255 printable ASCII characters.", status=400
+        )
+    return raw
+
+
+def scope(*, caller: str, endpoint: str, player_id: int) -> str:
+    """(caller, endpoint, target student): the student's devices share one caller."""
+    return f"{caller}|{endpoint}|{player_id}"
+
+
+def fingerprint(*, method: str, route: str, path_params: dict[str, Any], body: Any) -> str:
+    canonical = json.dumps(
+        [method.upper(), route, path_params, body], sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def key_digest(scope_value: str, key: str) -> str:
+    return hashlib.sha256(f"{scope_value}\n{key}".encode()).hexdigest()[:40]

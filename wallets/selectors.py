@@ -1,0 +1,118 @@
+"""Reads of the rewards half: the history across flushed, pending and in-flight events."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Q
+
+from memora_project import hotstate
+from memora_project.errors import validation_error
+from wallets import cache
+from wallets.models import LedgerEvent
+
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Cursor:
+    accepted_at: dt.datetime
+    event_id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{self.accepted_at.isoformat()}|{self.event_id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        try:
+            padded = value + "=" * (-len(value) % 4)
+            accepted, _, event_id = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
+            at = dt.datetime.fromisoformat(accepted)
+            if at.tzinfo is None:
+                raise ValueError("naive")
+            return cls(at, uuid.UUID(event_id))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise validation_error({"cursor": ["Invalid cursor."]}) from exc
+
+
+def _entry(
+    *,
+    event_id: str,
+    kind: str,
+    lesson_id: str | None,
+    amount: int,
+    reason: str | None,
+    local_day: str,
+    accepted_at: dt.datetime,
+    flushed: bool,
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "kind": kind,
+        "lesson_id": lesson_id or None,
+        "amount": amount,
+        "reason": reason or None,
+        "local_day": local_day,
+        "accepted_at": accepted_at,
+        "flushed": flushed,
+    }
+
+
+def wallet_history(*, player_id: int, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first on (accepted_at, event_id); flushed and unflushed alike."""
+    after = Cursor.decode(cursor) if cursor else None
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = LedgerEvent.objects.filter(player_id=player_id)
+    if after is not None:
+        rows = rows.filter(
+            Q(accepted_at__lt=after.accepted_at) | Q(accepted_at=after.accepted_at, event_id__lt=after.event_id)
+        )
+    flushed = [
+        _entry(
+            event_id=str(r.event_id),
+            kind=r.kind,
+            lesson_id=r.lesson_id,
+            amount=r.amount,
+            reason=r.reason,
+            local_day=r.local_day.isoformat(),
+            accepted_at=r.accepted_at,
+            flushed=True,
+        )
+        for r in rows.order_by("-accepted_at", "-event_id")[: limit + 1]
+    ]
+    try:
+        _, unflushed = cache.read_unflushed(player_id)
+    except hotstate.RedisUnavailable:
+        unflushed = []
+    seen = {e["event_id"] for e in flushed}
+    merged = list(flushed)
+    for e in unflushed:
+        if e["event_id"] in seen:
+            continue
+        accepted = dt.datetime.fromtimestamp(float(e["accepted_at"]), tz=dt.UTC)
+        if after is not None and (accepted, uuid.UUID(e["event_id"])) >= (after.accepted_at, after.event_id):
+            continue
+        merged.append(
+            _entry(
+                event_id=e["event_id"],
+                kind=e["kind"],
+                lesson_id=e.get("lesson_id"),
+                amount=int(e["amount"]),
+                reason=e.get("reason"),
+                local_day=e["local_day"],
+                accepted_at=accepted,
+                flushed=False,
+            )
+        )
+    merged.sort(key=lambda e: (e["accepted_at"], uuid.UUID(e["event_id"])), reverse=True)
+    page = merged[:limit]
+    next_cursor = None
+    if len(merged) > limit:
+        last = page[-1]
+        next_cursor = Cursor(last["accepted_at"], uuid.UUID(last["event_id"])).encode()
+    return page, next_cursor

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+class WalletOutput(serializers.Serializer):
+    xp_total = serializers.IntegerField()
+    xp_today = serializers.IntegerField()
+    current_streak = serializers.IntegerField()
+    longest_streak = serializers.IntegerField()
+    last_activity_date = serializers.DateField(allow_null=True)
+    today = serializers.DateField()
+    streak_active_today = serializers.BooleanField()
+    streak_freezes = serializers.IntegerField()
+
+
+class LessonCompleteInput(serializers.Serializer):
+    score = serializers.IntegerField(min_value=0, max_value=100, required=False, allow_null=True)
+
+
+class LessonCompleteOutput(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    xp_awarded = serializers.IntegerField()
+    capped = serializers.BooleanField()
+    wallet = WalletOutput()
+
+
+class ServiceAwardInput(serializers.Serializer):
+    player = serializers.IntegerField(min_value=1, max_value=2**53)
+    amount = serializers.IntegerField(min_value=1)
+    reason = serializers.CharField(max_length=200)
+
+    def validate_amount(self, value: int) -> int:
+        from django.conf import settings
+
+        if value > settings.MEMORA_XP_MANUAL_MAX:
+            raise serializers.ValidationError(
+                f"Ensure this value is less than or equal to {settings.MEMORA_XP_MANUAL_MAX}."
+            )
+        return value
+
+
+class ServiceAwardOutput(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    xp_awarded = serializers.IntegerField()
+    wallet = WalletOutput()
+
+
+class HistoryEntryOutput(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=["lesson", "service", "freeze_earned", "freeze_used", "streak_restored"])
+    lesson_id = serializers.CharField(allow_null=True)
+    amount = serializers.IntegerField()
+    reason = serializers.CharField(allow_null=True)
+    local_day = serializers.DateField()
+    accepted_at = serializers.DateTimeField()
+    flushed = serializers.BooleanField()
+
+
+class HistoryOutput(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = HistoryEntryOutput(many=True)

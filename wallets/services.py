@@ -1,0 +1,648 @@
+"""Every change to wallets: awards (Redis fast path and database path), cache rebuilds, the flush.
+
+Fast path: one Lua call per award, no database connection. Database path (Redis certainly did
+not run the award): ledger + wallet in one transaction, the idempotency key unique in the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, OperationalError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from memora_project import hotstate
+from memora_project.errors import ApiError, rate_limited, service_unavailable
+from players import timezones
+from players.models import PlayerProfile
+from wallets import cache, rules
+from wallets.models import EventKind, FlushRun, LedgerEvent, PlayerWallet, WalletOutbox
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AwardRequest:
+    player_id: int
+    kind: str
+    base_amount: int
+    local_day: dt.date
+    idem_scope: str
+    idem_key: str
+    fingerprint: str
+    lesson_id: str | None = None
+    reason: str | None = None
+    rate_limit: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class AwardOutcome:
+    status: int
+    body: dict[str, Any]
+    replayed: bool
+    path: str
+
+
+def _reused() -> ApiError:
+    return ApiError("idempotency_key_reused", "This Idempotency-Key was used for a different request.", status=422)
+
+
+def local_day_for(*, profile: PlayerProfile, at: dt.datetime) -> dt.date:
+    tz = profile.timezone
+    if profile.timezone_pending and profile.timezone_effective_at and at >= profile.timezone_effective_at:
+        tz = profile.timezone_pending
+    return timezones.local_day(at, tz)
+
+
+# --- awards ---------------------------------------------------------------------------------------
+
+
+def wallet_award(*, request: AwardRequest) -> AwardOutcome:
+    """Accept one award: Redis first; the database only when Redis certainly did not run it."""
+    now = time.time()
+    event_id = str(uuid.uuid4())
+    digest = _idem_digest(request)
+    limit, window = request.rate_limit or (0, 1)
+    args = [
+        repr(now),
+        request.local_day.isoformat(),
+        request.local_day.toordinal(),
+        request.kind,
+        request.lesson_id or "",
+        request.base_amount,
+        settings.MEMORA_XP_DAILY_CAP,
+        request.fingerprint,
+        event_id,
+        limit,
+        window * 1000,
+        settings.MEMORA_IDEMPOTENCY_TTL * 1000,
+        request.player_id,
+        request.reason or "",
+        request.idem_scope,
+        request.idem_key,
+    ]
+    try:
+        for _attempt in range(3):
+            result = cache.award(pid=request.player_id, idem_digest=digest, args=args)
+            if result[0] != "cold":
+                break
+            wallet_cache_rebuild(player_id=request.player_id)
+        else:
+            raise service_unavailable(1)
+    except hotstate.RedisUnavailable as exc:
+        if not exc.certainly_not_run:
+            # Sent, maybe run: the client's retry with the same key settles it.
+            raise service_unavailable(1) from exc
+        return _award_database(request=request, event_id=event_id)
+    status = result[0]
+    if status == "ok":
+        return AwardOutcome(201, json.loads(result[1]), replayed=False, path="cache")
+    if status == "replay":
+        return AwardOutcome(int(result[1]), json.loads(result[2]), replayed=True, path="cache")
+    if status == "conflict":
+        raise _reused()
+    if status == "limited":
+        raise rate_limited(int(result[1]) / 1000.0)
+    raise RuntimeError(f"unexpected award result {status!r}")
+
+
+def _idem_digest(request: AwardRequest) -> str:
+    from wallets.idempotency import key_digest
+
+    return key_digest(request.idem_scope, request.idem_key)
+
+
+def _wallet_body(wallet: PlayerWallet, *, today: dt.date, xp_today: int) -> dict[str, Any]:
+    streak = rules.Streak(
+        wallet.current_streak, wallet.longest_streak, wallet.last_activity_date, wallet.streak_freezes
+    )
+    return {
+        "xp_total": wallet.xp_total,
+        "xp_today": xp_today,
+        "current_streak": rules.streak_shown(streak, today),
+        "longest_streak": wallet.longest_streak,
+        "last_activity_date": wallet.last_activity_date.isoformat() if wallet.last_activity_date else None,
+        "today": today.isoformat(),
+        "streak_active_today": wallet.last_activity_date is not None and wallet.last_activity_date >= today,
+        "streak_freezes": wallet.streak_freezes,
+    }
+
+
+def _lesson_xp_today(*, player_id: int, day: dt.date) -> int:
+    total = LedgerEvent.objects.filter(player_id=player_id, local_day=day, kind=EventKind.LESSON).aggregate(
+        s=Sum("amount")
+    )["s"]
+    return int(total or 0)
+
+
+@transaction.atomic
+def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
+    """Redis is away: judge the award from the database alone (pending Redis events are out of reach)."""
+    now = timezone.now()
+    if request.rate_limit:
+        from memora_project import ratelimit
+
+        limit, window = request.rate_limit
+        verdict = ratelimit.local.hit(f"lesson:{request.player_id}", limit, window)
+        if not verdict.allowed:
+            raise rate_limited(verdict.retry_after)
+    PlayerWallet.objects.get_or_create(player_id=request.player_id)
+    wallet = PlayerWallet.objects.select_for_update().get(player_id=request.player_id)
+    previous = LedgerEvent.objects.filter(idem_scope=request.idem_scope, idem_key=request.idem_key).first()
+    if previous is not None:
+        if previous.fingerprint != request.fingerprint:
+            raise _reused()
+        return AwardOutcome(
+            previous.response_status or 201, previous.response_body or {}, replayed=True, path="database"
+        )
+    day = request.local_day
+    amount = request.base_amount
+    capped = False
+    streak = rules.Streak(
+        wallet.current_streak, wallet.longest_streak, wallet.last_activity_date, wallet.streak_freezes
+    )
+    if request.kind == EventKind.LESSON:
+        repeat = LedgerEvent.objects.filter(
+            player_id=request.player_id, local_day=day, kind=EventKind.LESSON, lesson_id=request.lesson_id
+        ).exists()
+        award = rules.apply_cap(
+            base=amount,
+            earned_today=_lesson_xp_today(player_id=request.player_id, day=day),
+            repeat=repeat,
+            cap=settings.MEMORA_XP_DAILY_CAP,
+        )
+        amount, capped = award.amount, award.capped
+        streak = rules.streak_after_activity(streak, day)
+    wallet.xp_total += amount
+    wallet.current_streak = streak.current
+    wallet.longest_streak = streak.longest
+    wallet.last_activity_date = streak.last_day
+    wallet.version += 1
+    wallet.generation += 1
+    xp_today = _lesson_xp_today(player_id=request.player_id, day=day) + (
+        amount if request.kind == EventKind.LESSON else 0
+    )
+    body: dict[str, Any] = {"event_id": event_id, "xp_awarded": amount}
+    if request.kind == EventKind.LESSON:
+        body["capped"] = capped
+    body["wallet"] = _wallet_body(wallet, today=day, xp_today=xp_today)
+    try:
+        with transaction.atomic():
+            LedgerEvent.objects.create(
+                event_id=uuid.UUID(event_id),
+                player_id=request.player_id,
+                kind=request.kind,
+                amount=amount,
+                lesson_id=request.lesson_id,
+                reason=request.reason,
+                accepted_at=now,
+                local_day=day,
+                idem_scope=request.idem_scope,
+                idem_key=request.idem_key,
+                fingerprint=request.fingerprint,
+                response_status=201,
+                response_body=body,
+                version=wallet.version,
+                xp_total_after=wallet.xp_total,
+                streak_after=wallet.current_streak,
+                longest_after=wallet.longest_streak,
+                last_day_after=wallet.last_activity_date,
+                freezes_after=wallet.streak_freezes,
+                source="database",
+            )
+    except IntegrityError:
+        # The same key committed meanwhile on another path: answer as its replay.
+        previous = LedgerEvent.objects.get(idem_scope=request.idem_scope, idem_key=request.idem_key)
+        if previous.fingerprint != request.fingerprint:
+            raise _reused() from None
+        return AwardOutcome(
+            previous.response_status or 201, previous.response_body or {}, replayed=True, path="database"
+        )
+    wallet.save()
+    WalletOutbox.objects.create(player_id=request.player_id, generation=wallet.generation, created_at=now)
+    transaction.on_commit(lambda: wallet_cache_sync(player_id=request.player_id))
+    return AwardOutcome(201, body, replayed=False, path="database")
+
+
+# --- reading and rebuilding the Redis copy --------------------------------------------------------
+
+
+def wallet_cache_sync(*, player_id: int) -> bool:
+    """Rebuild the student's Redis wallet after a database-first change; True once Redis holds it."""
+    try:
+        wallet_cache_rebuild(player_id=player_id, force=True)
+    except hotstate.RedisUnavailable:
+        return False
+    WalletOutbox.objects.filter(player_id=player_id).delete()
+    return True
+
+
+def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> None:
+    """Load the wallet into Redis from the database plus the events still pending in Redis.
+
+    Redis is read first and the ledger second, so an event flushed in between is counted once.
+    Raises RedisUnavailable.
+    """
+    for _attempt in range(5):
+        version, unflushed = cache.read_unflushed(player_id)
+        if version is not None and not force:
+            return
+        profile = PlayerProfile.objects.get(pk=player_id)
+        wallet = PlayerWallet.objects.filter(player_id=player_id).first() or PlayerWallet(player_id=player_id)
+        flushed_ids = set(
+            LedgerEvent.objects.filter(event_id__in=[uuid.UUID(e["event_id"]) for e in unflushed]).values_list(
+                "event_id", flat=True
+            )
+        )
+        pending = [e for e in unflushed if uuid.UUID(e["event_id"]) not in flushed_ids]
+        now = timezone.now()
+        today = local_day_for(profile=profile, at=now)
+        xp_total = wallet.xp_total + sum(int(e["amount"]) for e in pending)
+        state: dict[str, Any] = {
+            "streak": wallet.current_streak,
+            "longest": wallet.longest_streak,
+            "last": wallet.last_activity_date,
+            "freezes": wallet.streak_freezes,
+            "ver": wallet.version,
+        }
+        newest = max(pending, key=lambda e: int(e["version"]), default=None)
+        if newest is not None and int(newest["version"]) > wallet.version:
+            state.update(
+                streak=int(newest["streak_after"]),
+                longest=int(newest["longest_after"]),
+                last=dt.date.fromisoformat(newest["last_day_after"]) if newest["last_day_after"] else None,
+                freezes=int(newest["freezes_after"]),
+                ver=int(newest["version"]),
+            )
+        versions = [int(e["version"]) for e in unflushed]
+        state["ver"] = max([state["ver"], wallet.version, *versions])
+        today_rows = LedgerEvent.objects.filter(player_id=player_id, local_day=today, kind=EventKind.LESSON)
+        lessons = {row.lesson_id for row in today_rows if row.lesson_id}
+        xp_today = sum(row.amount for row in today_rows)
+        for e in pending:
+            if e["kind"] == EventKind.LESSON and e["local_day"] == today.isoformat():
+                xp_today += int(e["amount"])
+                if e["lesson_id"]:
+                    lessons.add(e["lesson_id"])
+        last: dt.date | None = state["last"]
+        fields = {
+            "xp": str(xp_total),
+            "streak": str(state["streak"]),
+            "longest": str(state["longest"]),
+            "last": str(last.toordinal()) if last else "",
+            "lastd": last.isoformat() if last else "",
+            "freezes": str(state["freezes"]),
+            "ver": str(state["ver"]),
+            "day": today.isoformat(),
+            "xpd": str(xp_today),
+        }
+        cutoff = now - dt.timedelta(seconds=settings.MEMORA_IDEMPOTENCY_TTL)
+        records: dict[str, str] = {}
+        from wallets.idempotency import key_digest
+
+        for row in LedgerEvent.objects.filter(
+            player_id=player_id, accepted_at__gte=cutoff, idem_key__isnull=False
+        ).only("idem_scope", "idem_key", "fingerprint", "response_status", "response_body"):
+            records[key_digest(row.idem_scope or "", row.idem_key or "")] = json.dumps(
+                {"fp": row.fingerprint, "status": row.response_status or 201, "body": json.dumps(row.response_body)}
+            )
+        written = cache.rebuild(
+            pid=player_id,
+            generation=wallet.generation,
+            expected_version=version,
+            fields=fields,
+            lessons=sorted(lessons),
+            idem_records=records,
+            idem_ttl_ms=settings.MEMORA_IDEMPOTENCY_TTL * 1000,
+        )
+        if written >= 0:
+            return
+    raise hotstate.RedisUnavailable("wallet kept changing during the rebuild", certainly_not_run=True)
+
+
+def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
+    """The wallet as the student sees it: Redis on a warm cache, rebuilt on a cold one, the
+    database when Redis is away."""
+    try:
+        data = cache.read_wallet(player_id)
+        if data is None:
+            wallet_cache_rebuild(player_id=player_id)
+            data = cache.read_wallet(player_id)
+    except hotstate.RedisUnavailable:
+        data = None
+    if data is None:
+        wallet = PlayerWallet.objects.filter(player_id=player_id).first() or PlayerWallet(player_id=player_id)
+        return _wallet_body(wallet, today=today, xp_today=_lesson_xp_today(player_id=player_id, day=today))
+    last = dt.date.fromordinal(int(data["last"])) if data["last"] else None
+    streak = rules.Streak(int(data["streak"] or 0), int(data["longest"] or 0), last, int(data["freezes"] or 0))
+    return {
+        "xp_total": int(data["xp"] or 0),
+        "xp_today": int(data["xpd"] or 0) if data["day"] == today.isoformat() else 0,
+        "current_streak": rules.streak_shown(streak, today),
+        "longest_streak": streak.longest,
+        "last_activity_date": last.isoformat() if last else None,
+        "today": today.isoformat(),
+        "streak_active_today": last is not None and last >= today,
+        "streak_freezes": streak.freezes,
+    }
+
+
+# --- the flush ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FlushSummary:
+    students: int = 0
+    events: int = 0
+    duplicates: int = 0
+    set_aside: int = 0
+    statements: int = 0
+    chunks: int = 0
+    set_aside_players: list[int] = field(default_factory=list)
+
+
+def _event_row(player_id: int, e: dict[str, Any]) -> LedgerEvent:
+    return LedgerEvent(
+        event_id=uuid.UUID(e["event_id"]),
+        player_id=player_id,
+        kind=e["kind"],
+        amount=int(e["amount"]),
+        lesson_id=e.get("lesson_id") or None,
+        reason=e.get("reason") or None,
+        accepted_at=dt.datetime.fromtimestamp(float(e["accepted_at"]), tz=dt.UTC),
+        local_day=dt.date.fromisoformat(e["local_day"]),
+        idem_scope=e.get("idem_scope") or None,
+        idem_key=e.get("idem_key") or None,
+        fingerprint=e.get("fingerprint") or "",
+        response_status=int(e.get("status") or 201),
+        response_body=json.loads(e["body"]) if e.get("body") else None,
+        version=int(e["version"]),
+        xp_total_after=int(e["xp_total_after"]),
+        streak_after=int(e["streak_after"]),
+        longest_after=int(e["longest_after"]),
+        last_day_after=dt.date.fromisoformat(e["last_day_after"]) if e.get("last_day_after") else None,
+        freezes_after=int(e.get("freezes_after") or 0),
+        source="redis",
+    )
+
+
+def _write_chunk(claimed: dict[int, list[str]], summary: FlushSummary, *, dry_run: bool = False) -> list[int]:
+    """Write one chunk in one transaction; returns the students written. A student whose events
+    cannot be decoded is set aside (logged, counted, retried next run) without blocking the rest."""
+    decoded: dict[int, list[LedgerEvent]] = {}
+    for pid, raws in claimed.items():
+        try:
+            decoded[pid] = [_event_row(pid, json.loads(raw)) for raw in raws]
+        except (ValueError, KeyError, TypeError):
+            logger.exception("flush: player %s set aside (undecodable event)", pid)
+            summary.set_aside += 1
+            summary.set_aside_players.append(pid)
+    if dry_run:
+        summary.students += len(decoded)
+        summary.events += sum(len(v) for v in decoded.values())
+        return []
+    try:
+        written = _write_chunk_transaction(decoded, summary)
+    except OperationalError:
+        raise  # the database is away: the claims stay, their leases expire, the next run adopts them
+    except DatabaseError:
+        # One student's rows broke the chunk: write them one by one, setting aside the bad ones.
+        logger.exception("flush: chunk failed, retrying student by student")
+        written = []
+        for pid, rows in decoded.items():
+            try:
+                written += _write_chunk_transaction({pid: rows}, summary)
+            except OperationalError:
+                raise
+            except DatabaseError:
+                logger.exception("flush: player %s set aside", pid)
+                summary.set_aside += 1
+                summary.set_aside_players.append(pid)
+    return written
+
+
+def _write_chunk_transaction(decoded: dict[int, list[LedgerEvent]], summary: FlushSummary) -> list[int]:
+    if not decoded:
+        return []
+    pids = sorted(decoded)
+    statements = 0
+    with transaction.atomic():
+        existing_wallets = set(PlayerWallet.objects.filter(player_id__in=pids).values_list("player_id", flat=True))
+        statements += 1
+        missing = [PlayerWallet(player_id=pid) for pid in pids if pid not in existing_wallets]
+        if missing:
+            PlayerWallet.objects.bulk_create(missing, ignore_conflicts=True)
+            statements += 1
+        wallets = {
+            w.player_id: w
+            for w in PlayerWallet.objects.select_for_update().filter(player_id__in=pids).order_by("player_id")
+        }
+        statements += 1
+        all_ids = [row.event_id for rows in decoded.values() for row in rows]
+        already = set(LedgerEvent.objects.filter(event_id__in=all_ids).values_list("event_id", flat=True))
+        statements += 1
+        keyed = [(row.idem_scope, row.idem_key) for rows in decoded.values() for row in rows if row.idem_key]
+        taken: set[tuple[str | None, str | None]] = set()
+        if keyed:
+            scopes = {s for s, _ in keyed}
+            keys = {k for _, k in keyed}
+            taken = set(
+                LedgerEvent.objects.filter(idem_scope__in=scopes, idem_key__in=keys)
+                .exclude(event_id__in=all_ids)
+                .values_list("idem_scope", "idem_key")
+            )
+            statements += 1
+        new_rows: list[LedgerEvent] = []
+        changed: list[PlayerWallet] = []
+        rebuild: list[int] = []
+        for pid in pids:
+            wallet = wallets[pid]
+            fresh = [r for r in decoded[pid] if r.event_id not in already]
+            dupes = [r for r in fresh if r.idem_key and (r.idem_scope, r.idem_key) in taken]
+            if dupes:
+                # Counted already on the database path: drop, and rebuild the student's Redis copy.
+                summary.duplicates += len(dupes)
+                fresh = [r for r in fresh if r not in dupes]
+                rebuild.append(pid)
+            if not fresh:
+                continue
+            new_rows += fresh
+            wallet.xp_total += sum(r.amount for r in fresh)
+            newest = max(fresh, key=lambda r: r.version)
+            if newest.version > wallet.version:
+                wallet.current_streak = newest.streak_after
+                wallet.longest_streak = max(newest.longest_after, wallet.longest_streak)
+                wallet.current_streak = min(wallet.current_streak, wallet.longest_streak)
+                wallet.last_activity_date = newest.last_day_after
+                wallet.streak_freezes = newest.freezes_after
+                wallet.version = newest.version
+            changed.append(wallet)
+        if new_rows:
+            LedgerEvent.objects.bulk_create(new_rows, batch_size=2000)
+            statements += (len(new_rows) + 1999) // 2000
+        if changed:
+            PlayerWallet.objects.bulk_update(
+                changed,
+                [
+                    "xp_total",
+                    "current_streak",
+                    "longest_streak",
+                    "last_activity_date",
+                    "streak_freezes",
+                    "version",
+                    "updated_at",
+                ],
+                batch_size=500,
+            )
+            statements += (len(changed) + 499) // 500
+        if rebuild:
+            now = timezone.now()
+            WalletOutbox.objects.bulk_create(
+                [WalletOutbox(player_id=pid, generation=wallets[pid].generation, created_at=now) for pid in rebuild]
+            )
+            statements += 1
+    summary.students += len(pids)
+    summary.events += len(new_rows)
+    summary.statements += statements
+    summary.chunks += 1
+    for pid in rebuild:
+        wallet_cache_sync(player_id=pid)
+    return pids
+
+
+def wallet_flush(
+    *,
+    player_ids: list[int] | None = None,
+    dry_run: bool = False,
+    trigger: str = "beat",
+    progress: Any = None,
+    after_chunk: Any = None,
+) -> FlushSummary:
+    """Flush pending events to the database: claim, write, release, shard by shard."""
+    started = timezone.now()
+    summary = FlushSummary()
+    claim_id = uuid.uuid4().hex
+    chunk_size = settings.MEMORA_FLUSH_CHUNK
+    if player_ids is not None:
+        groups: list[dict[int, list[int]]] = [{}]
+        for pid in sorted(set(player_ids)):
+            groups[0].setdefault(hotstate.shard_of(pid), []).append(pid)
+    else:
+        groups = []
+        shards = settings.MEMORA_REDIS_SHARDS
+        for start in range(0, shards, 128):
+            found = cache.dirty_members(range(start, min(start + 128, shards)))
+            if found:
+                groups.append(found)
+    batch: dict[int, list[int]] = {}
+    batch_size = 0
+
+    def process(by_shard: dict[int, list[int]]) -> None:
+        now = time.time()
+        if dry_run:
+            claimed = {}
+            _version_and_events = [cache.read_unflushed(pid) for pids in by_shard.values() for pid in pids]
+            for (_, events), pid in zip(_version_and_events, [p for ps in by_shard.values() for p in ps], strict=True):
+                claimed[pid] = [json.dumps(e) for e in events]
+        else:
+            claimed = cache.claim(
+                claim_id=claim_id, now=now, lease_until=now + settings.MEMORA_FLUSH_LEASE, by_shard=by_shard
+            )
+        if not claimed:
+            return
+        try:
+            written = _write_chunk(claimed, summary, dry_run=dry_run)
+        except OperationalError:
+            if not dry_run:
+                # The database is away: hand the events back for the retry to adopt at once.
+                cache.release(claim_id=claim_id, pids=list(claimed), abandon=True)
+            raise
+        if written:
+            cache.release(claim_id=claim_id, pids=written)
+        if progress is not None:
+            progress(len(claimed))
+        if after_chunk is not None:
+            after_chunk(summary.chunks)
+
+    for group in groups:
+        for shard, pids in group.items():
+            for i in range(0, len(pids), chunk_size):
+                part = pids[i : i + chunk_size]
+                batch.setdefault(shard, []).extend(part)
+                batch_size += len(part)
+                if batch_size >= chunk_size:
+                    process(batch)
+                    batch, batch_size = {}, 0
+    if batch:
+        process(batch)
+    if not dry_run and (summary.students or player_ids is None):
+        FlushRun.objects.create(
+            started_at=started,
+            finished_at=timezone.now(),
+            students=summary.students,
+            events=summary.events,
+            set_aside=summary.set_aside,
+            statements=summary.statements,
+            trigger=trigger,
+        )
+    return summary
+
+
+# --- verification ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    player_id: int
+    field: str
+    wallet: Any
+    ledger: Any
+
+
+def wallet_verify(*, fix: bool = False, player_ids: list[int] | None = None) -> list[Drift]:
+    """Database wallets against what their ledgers imply; with ``fix``, correct them."""
+    drifts: list[Drift] = []
+    wallets = PlayerWallet.objects.all().order_by("player_id")
+    if player_ids:
+        wallets = wallets.filter(player_id__in=player_ids)
+    totals = dict(
+        LedgerEvent.objects.values("player_id").annotate(total=Sum("amount")).values_list("player_id", "total")
+    )
+    for wallet in wallets.iterator(chunk_size=2000):
+        expected_total = int(totals.get(wallet.player_id) or 0)
+        newest = LedgerEvent.objects.filter(player_id=wallet.player_id).order_by("-version", "-id").first()
+        expected: dict[str, Any] = {"xp_total": expected_total}
+        if newest is not None:
+            expected.update(
+                current_streak=newest.streak_after,
+                last_activity_date=newest.last_day_after,
+                streak_freezes=newest.freezes_after,
+            )
+        found = [
+            Drift(wallet.player_id, name, getattr(wallet, name), value)
+            for name, value in expected.items()
+            if getattr(wallet, name) != value
+        ]
+        if found and fix:
+            with transaction.atomic():
+                locked = PlayerWallet.objects.select_for_update().get(pk=wallet.pk)
+                for drift in found:
+                    setattr(locked, drift.field, drift.ledger)
+                locked.longest_streak = max(locked.longest_streak, locked.current_streak)
+                locked.generation += 1
+                locked.save()
+                WalletOutbox.objects.create(
+                    player_id=wallet.player_id, generation=locked.generation, created_at=timezone.now()
+                )
+                pid = wallet.player_id
+                transaction.on_commit(lambda pid=pid: wallet_cache_sync(player_id=pid))  # type: ignore[misc]
+        drifts += found
+    return drifts
