@@ -74,7 +74,9 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------------
 # SQLite is only the embedded default of `make run`; production and the tests use MariaDB.
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'memora.sqlite3'}")}
+# Local state of `make run` (SQLite file, static files, embedded Redis log, beat schedule).
+MEMORA_VAR_DIR = Path(env.str("MEMORA_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{MEMORA_VAR_DIR / 'memora.sqlite3'}")}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # The web process, the worker and beat share the file: serialize writers instead of failing.
@@ -146,7 +148,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATIC_ROOT = MEMORA_VAR_DIR / "staticfiles"
 
 # --- HTTP limits ----------------------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
@@ -178,21 +180,38 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "memora_project.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "memora_project.openapi.MemoraAutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Memora Player Core API",
-    "DESCRIPTION": "Identity, device authorization, single session and rewards for the Memora app.",
+    "DESCRIPTION": (
+        "Identity, device authorization, single session and rewards for the Memora app.\n\n"
+        "A student's requests carry `Authorization: Bearer <token>` (from login) and `X-Device-ID: <uuid4>`; "
+        "a service sends `Authorization: Api-Key <key>`. Every error is JSON `{code, detail}` plus the fields "
+        "its code names (`errors`, `reason`, `next_allowed_at`, `retry_after`, `devices`); 429 and 503 also "
+        "send `Retry-After`."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Swagger UI and its assets are served from this process: no CDN on a school intranet or offline,
+    # and no call to the public swagger.io validator.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "TAGS": [
+        {"name": "auth", "description": "Register, log in on a device, log out."},
+        {"name": "session", "description": "The live session of this device."},
+        {"name": "profile", "description": "The student's profile and time zone."},
+        {"name": "devices", "description": "The devices authorized on the account."},
+        {"name": "wallet", "description": "XP, the daily streak and the ledger of awards."},
+    ],
     "ENUM_NAME_OVERRIDES": {},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
 }
@@ -217,6 +236,8 @@ MEMORA_STREAK_FREEZE_MAX = env.int("MEMORA_STREAK_FREEZE_MAX", default=2)
 MEMORA_FLUSH_INTERVAL = env.int("MEMORA_FLUSH_INTERVAL", default=600)
 MEMORA_FLUSH_CHUNK = env.int("MEMORA_FLUSH_CHUNK", default=500)
 MEMORA_FLUSH_LEASE = env.int("MEMORA_FLUSH_LEASE", default=300)
+# Test hook only: stop after writing chunk k and wait on a Redis key (see wallets.services).
+MEMORA_FLUSH_BARRIER_AFTER_CHUNK = env.int("MEMORA_FLUSH_BARRIER_AFTER_CHUNK", default=0)
 
 # Rate limits: (limit, window seconds). Lockouts last MEMORA_LOGIN_LOCK_SECONDS.
 MEMORA_RATE_LOGIN_FAILURES_USER_IP = (env.int("MEMORA_RATE_LOGIN_FAILURES_USER_IP", default=10), 15 * 60)

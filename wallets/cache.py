@@ -183,7 +183,9 @@ return 1
 
 # KEYS: dirty set, then per student: pending, in-flight, in-flight meta. ARGV: claim id, now,
 # lease until, then the player ids. Moves pending events under the claim; adopts claims whose
-# lease expired; leaves live claims of another flush alone. Returns {pid, {events...}} pairs.
+# lease expired; leaves live claims of another flush alone. A student stays in the dirty set until
+# the release finds nothing left, so an abandoned claim is found again by the next flush.
+# Returns {pid, {events...}} pairs.
 CLAIM_LUA = """
 local out = {}
 local now = tonumber(ARGV[2])
@@ -207,29 +209,33 @@ for i = 4, #ARGV do
         redis.call('DEL', pe)
       end
     end
-    redis.call('SREM', KEYS[1], pid)
     if redis.call('EXISTS', inf) == 1 then
       redis.call('HSET', meta, 'claim', ARGV[1], 'lease', ARGV[3])
       out[#out + 1] = pid
       out[#out + 1] = redis.call('LRANGE', inf, 0, -1)
     else
       redis.call('DEL', meta)
+      redis.call('SREM', KEYS[1], pid)
     end
   end
 end
 return out
 """
 
-# KEYS: per student in-flight, meta. ARGV: claim id, mode. 'release' deletes only this claim's
-# events (they are in the ledger); 'abandon' ends the lease so the next flush adopts them at once.
+# KEYS: dirty set, then per student: in-flight, meta, pending. ARGV: claim id, mode, then the
+# player ids. 'release' deletes only this claim's events (they are in the ledger) and leaves the
+# dirty set when nothing new is pending; 'abandon' ends the lease so the next flush adopts at once.
 RELEASE_LUA = """
 local n = 0
-for i = 1, #KEYS, 2 do
-  if redis.call('HGET', KEYS[i + 1], 'claim') == ARGV[1] then
+for i = 3, #ARGV do
+  local base = 2 + (i - 3) * 3
+  local inf, meta, pe = KEYS[base], KEYS[base + 1], KEYS[base + 2]
+  if redis.call('HGET', meta, 'claim') == ARGV[1] then
     if ARGV[2] == 'abandon' then
-      redis.call('HSET', KEYS[i + 1], 'lease', '0')
+      redis.call('HSET', meta, 'lease', '0')
     else
-      redis.call('DEL', KEYS[i], KEYS[i + 1])
+      redis.call('DEL', inf, meta)
+      if redis.call('EXISTS', pe) == 0 then redis.call('SREM', KEYS[1], ARGV[i]) end
     end
     n = n + 1
   end
@@ -338,11 +344,11 @@ def release(*, claim_id: str, pids: list[int], abandon: bool = False) -> None:
 
     def run(r: redis.Redis) -> list[Any]:
         pipe = r.pipeline(transaction=False)
-        for shard_pids in by_shard.values():
-            keys: list[str] = []
+        for shard, shard_pids in by_shard.items():
+            keys = [dirty_key(shard)]
             for pid in shard_pids:
-                keys += [inflight_key(pid), inflight_meta_key(pid)]
-            _release(pipe, keys, [claim_id, "abandon" if abandon else "release"])
+                keys += [inflight_key(pid), inflight_meta_key(pid), pending_key(pid)]
+            _release(pipe, keys, [claim_id, "abandon" if abandon else "release", *shard_pids])
         return pipe.execute()  # type: ignore[no-any-return]
 
     hotstate.call(run)

@@ -518,6 +518,19 @@ def _write_chunk_transaction(decoded: dict[int, list[LedgerEvent]], summary: Flu
     return pids
 
 
+def _test_barrier(chunks: int) -> None:
+    """A test hook: with MEMORA_FLUSH_BARRIER_AFTER_CHUNK = k, the flush stops after writing chunk k
+    (committed, not yet released), says so in Redis and waits to be released (or killed)."""
+    k = settings.MEMORA_FLUSH_BARRIER_AFTER_CHUNK
+    if not k or chunks != k:
+        return
+    prefix = settings.MEMORA_REDIS_KEY_PREFIX
+    hotstate.call(lambda r: r.set(f"{prefix}:barrier:reached", chunks))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not hotstate.call(lambda r: r.get(f"{prefix}:barrier:release")):
+        time.sleep(0.05)
+
+
 def wallet_flush(
     *,
     player_ids: list[int] | None = None,
@@ -565,6 +578,7 @@ def wallet_flush(
                 # The database is away: hand the events back for the retry to adopt at once.
                 cache.release(claim_id=claim_id, pids=list(claimed), abandon=True)
             raise
+        _test_barrier(summary.chunks)
         if written:
             cache.release(claim_id=claim_id, pids=written)
         if progress is not None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
 
 import factory
@@ -21,7 +22,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
 
-    username = factory.Sequence(lambda n: f"user{n}_{factory.random.randgen.randint(0, 10**6)}")
+    username = factory.Sequence(lambda n: f"user{n}_{uuid.uuid4().hex[:8]}")
     password = factory.LazyFunction(password_hash)
 
 

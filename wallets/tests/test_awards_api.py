@@ -14,9 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def complete(student, lesson, score=None, key=None):
     body = {} if score is None else {"score": score}
-    return student.post(
-        f"/api/v1/lessons/{lesson}/complete/", body, HTTP_IDEMPOTENCY_KEY=key or str(uuid.uuid4())
-    )
+    return student.post(f"/api/v1/lessons/{lesson}/complete/", body, HTTP_IDEMPOTENCY_KEY=key or str(uuid.uuid4()))
 
 
 def test_worked_examples_of_the_design(student, settings):

@@ -1,0 +1,195 @@
+"""The flush's exactly-once invariants, each shown by really doing it: a real flush process
+killed with SIGKILL between commit and release, a manual flush racing the beat flush, a database
+error mid-run, a bad student, awards arriving during the flush."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import MySQLdb
+import pytest
+import time_machine
+from django.conf import settings as django_settings
+from django.db import OperationalError, connection, connections
+from django.db.models import Sum
+from django.utils import timezone
+
+from memora_project import hotstate
+from players.models import PlayerProfile
+from players.tests.factories import PlayerFactory
+from wallets import cache, services
+from wallets.models import EventKind, LedgerEvent, PlayerWallet
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def award(player_id: int, amount: int = 7, key: str | None = None) -> services.AwardOutcome:
+    return services.wallet_award(
+        request=services.AwardRequest(
+            player_id=player_id,
+            kind=EventKind.SERVICE,
+            base_amount=amount,
+            local_day=timezone.now().date(),
+            idem_scope=f"k:1|wallet_award_xp|{player_id}",
+            idem_key=key or uuid.uuid4().hex,
+            fingerprint=uuid.uuid4().hex,
+            reason="test",
+        )
+    )
+
+
+def accepted_events(players: list[PlayerProfile], per_player: int) -> dict[str, int]:
+    accepted: dict[str, int] = {}
+    for profile in players:
+        for _ in range(per_player):
+            outcome = award(profile.pk)
+            accepted[outcome.body["event_id"]] = profile.pk
+    return accepted
+
+
+def assert_exactly_once(accepted: dict[str, int]) -> None:
+    ledger = list(LedgerEvent.objects.values_list("event_id", flat=True))
+    assert sorted(str(e) for e in ledger) == sorted(accepted)
+    for wallet in PlayerWallet.objects.all():
+        total = LedgerEvent.objects.filter(player_id=wallet.player_id).aggregate(s=Sum("amount"))["s"] or 0
+        assert wallet.xp_total == total
+    assert services.wallet_verify() == []
+
+
+def flush_process(env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"mysql://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}",
+        "MEMORA_REDIS_KEY_PREFIX": django_settings.MEMORA_REDIS_KEY_PREFIX,
+        "DJANGO_DEBUG": "1",
+        "DJANGO_SECURE": "0",
+        **env_extra,
+    }
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "sync_wallets", "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(predicate, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_flush_killed_between_commit_and_release_then_rerun(redis_namespace):
+    players = PlayerFactory.create_batch(25)
+    accepted = accepted_events(players, 3)
+    proc = flush_process({"MEMORA_FLUSH_CHUNK": "10", "MEMORA_FLUSH_BARRIER_AFTER_CHUNK": "2"})
+    try:
+        redis = hotstate.connection()
+        wait_for(lambda: redis.get(f"{redis_namespace}:barrier:reached") == b"2" or proc.poll() is not None)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Two chunks of 10 students are in the ledger; the second one's claims are held by the dead flush.
+    assert LedgerEvent.objects.count() == 20 * 3
+    # A live claim is never touched: a rerun now leaves those students alone...
+    services.wallet_flush(trigger="manual")
+    assert LedgerEvent.objects.count() == 75
+    # ...and once the dead flush's lease has expired, the adopter finds them already written.
+    with time_machine.travel(timezone.now() + timezone.timedelta(seconds=django_settings.MEMORA_FLUSH_LEASE + 5)):
+        services.wallet_flush(trigger="manual")
+    for profile in players:
+        assert not redis.exists(cache.inflight_key(profile.pk))
+    assert_exactly_once(accepted)
+
+
+def test_manual_flush_racing_the_beat_flush_with_awards_arriving(settings):
+    settings.MEMORA_FLUSH_CHUNK = 5
+    players = PlayerFactory.create_batch(30)
+    accepted = accepted_events(players, 2)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(fn) -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def awards() -> None:
+        for profile in players[::3]:
+            outcome = award(profile.pk)
+            with lock:
+                accepted[outcome.body["event_id"]] = profile.pk
+
+    threads = [
+        threading.Thread(target=run, args=(lambda: services.wallet_flush(trigger="beat"),)),
+        threading.Thread(target=run, args=(lambda: services.wallet_flush(trigger="manual"),)),
+        threading.Thread(target=run, args=(awards,)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    services.wallet_flush(trigger="manual")
+    assert_exactly_once(accepted)
+
+
+def test_database_error_mid_run_then_retry(settings):
+    settings.MEMORA_FLUSH_CHUNK = 10
+    players = PlayerFactory.create_batch(30)
+    accepted = accepted_events(players, 2)
+
+    def break_connection(chunks: int) -> None:
+        if chunks == 1:
+            # The server drops our connection mid-run: the next chunk's statements fail.
+            victim = connection.connection.thread_id()
+            db = connection.settings_dict
+            killer = MySQLdb.connect(host=db["HOST"] or "127.0.0.1", port=int(db["PORT"] or 3306), user=db["USER"])
+            try:
+                killer.cursor().execute(f"KILL {int(victim)}")
+            finally:
+                killer.close()
+
+    with pytest.raises(OperationalError):
+        services.wallet_flush(trigger="beat", after_chunk=break_connection)
+    with contextlib.suppress(Exception):
+        connection.close()
+    assert 0 < LedgerEvent.objects.count() < 60
+    services.wallet_flush(trigger="beat")
+    assert_exactly_once(accepted)
+
+
+def test_a_bad_student_is_set_aside_without_blocking_the_chunk():
+    players = PlayerFactory.create_batch(4)
+    accepted = accepted_events(players, 2)
+    bad = players[1]
+    redis = hotstate.connection()
+    redis.rpush(cache.pending_key(bad.pk), "{not json")
+    summary = services.wallet_flush(trigger="manual")
+    assert summary.set_aside == 1
+    assert summary.set_aside_players == [bad.pk]
+    good = {e: p for e, p in accepted.items() if p != bad.pk}
+    assert sorted(str(e) for e in LedgerEvent.objects.values_list("event_id", flat=True)) == sorted(good)
+    # The bad student's events stay in Redis for an operator; nothing of theirs was lost.
+    assert redis.llen(cache.inflight_key(bad.pk)) == 3
