@@ -50,7 +50,7 @@ def dirty_key(shard: int) -> str:
     return f"{hotstate.shard_prefix(shard)}dirty"
 
 
-# KEYS: 1 wallet, 2 lessons today, 3 pending, 4 dirty set, 5 idempotency record, 6 rate counter.
+# KEYS: 1 wallet, 2 lessons of the last activity day, 3 pending, 4 dirty set, 5 idempotency record, 6 rate counter.
 # ARGV: 1 now (epoch s), 2 local day (YYYY-MM-DD), 3 day ordinal, 4 kind, 5 lesson id, 6 base amount,
 # 7 daily cap (lesson only), 8 fingerprint, 9 event id, 10 rate limit (0: none), 11 rate window ms,
 # 12 idempotency ttl ms, 13 player id, 14 reason, 15 idempotency scope, 16 idempotency key.
@@ -72,26 +72,36 @@ if limit > 0 then
   end
   if n > limit then return {'limited', tostring(ttl)} end
 end
-local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'day', 'xpd')
+local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'xpd')
 local xp = tonumber(w[1]) or 0
 local streak = tonumber(w[2]) or 0
 local longest = tonumber(w[3]) or 0
 local last = tonumber(w[4])
 local lastd = w[5]
+if lastd == '' then lastd = nil end
 local freezes = tonumber(w[6]) or 0
 local ver = tonumber(w[7]) or 0
-local xpd = tonumber(w[9]) or 0
+local xpd = tonumber(w[8]) or 0
 local kind = ARGV[4]
 local day = tonumber(ARGV[3])
-if w[8] ~= ARGV[2] then
-  -- A new local day for this student: today's XP and lessons start over.
-  xpd = 0
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'day', ARGV[2])
-end
+local event_day = ARGV[2]
 local awarded = tonumber(ARGV[6])
 local capped = false
 if kind == 'lesson' then
+  -- The streak: same day no change, the next day +1, a gap resets. A day before the last one (a
+  -- westward move, clock skew between workers) counts as the last day, so it can never reopen a
+  -- daily cap or the lessons of a day already closed.
+  if last == nil or day > last then
+    if last ~= nil and day == last + 1 then streak = streak + 1 else streak = 1 end
+    last = day
+    lastd = ARGV[2]
+    xpd = 0
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'day', ARGV[2])
+  else
+    event_day = lastd
+  end
+  if streak > longest then longest = streak end
   if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then
     awarded = 0
   else
@@ -104,28 +114,15 @@ if kind == 'lesson' then
     redis.call('SADD', KEYS[2], ARGV[5])
   end
   xpd = xpd + awarded
-  -- The streak: same day no change, next day +1, an earlier day counts as the last, a gap resets.
-  if last == nil then
-    streak = 1
-    last = day
-    lastd = ARGV[2]
-  elseif day == last + 1 then
-    streak = streak + 1
-    last = day
-    lastd = ARGV[2]
-  elseif day > last + 1 then
-    streak = 1
-    last = day
-    lastd = ARGV[2]
-  end
-  if streak > longest then longest = streak end
 end
 xp = xp + awarded
 ver = ver + 1
 local shown = 0
 if last ~= nil and last >= day - 1 then shown = streak end
+local shown_today = 0
+if last ~= nil and last >= day then shown_today = xpd end
 local wallet = {
-  xp_total = xp, xp_today = xpd, current_streak = shown, longest_streak = longest,
+  xp_total = xp, xp_today = shown_today, current_streak = shown, longest_streak = longest,
   last_activity_date = lastd or cjson.null, today = ARGV[2],
   streak_active_today = (last ~= nil and last >= day), streak_freezes = freezes
 }
@@ -141,7 +138,7 @@ redis.call('HSET', KEYS[1], 'xp', xp, 'streak', streak, 'longest', longest, 'las
            'lastd', lastd or '', 'ver', ver, 'xpd', xpd)
 local event = cjson.encode({
   event_id = ARGV[9], kind = kind, amount = awarded, lesson_id = ARGV[5], reason = ARGV[14],
-  local_day = ARGV[2], accepted_at = ARGV[1], version = ver, xp_total_after = xp,
+  local_day = event_day, accepted_at = ARGV[1], version = ver, xp_total_after = xp,
   streak_after = streak, longest_after = longest, last_day_after = lastd or '', freezes_after = freezes,
   idem_scope = ARGV[15], idem_key = ARGV[16], fingerprint = ARGV[8], status = 201, body = body
 })

@@ -170,6 +170,9 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
         wallet.current_streak, wallet.longest_streak, wallet.last_activity_date, wallet.streak_freezes
     )
     if request.kind == EventKind.LESSON:
+        # A day before the last activity day counts as that day (as on the Redis path).
+        if wallet.last_activity_date is not None and day < wallet.last_activity_date:
+            day = wallet.last_activity_date
         repeat = LedgerEvent.objects.filter(
             player_id=request.player_id, local_day=day, kind=EventKind.LESSON, lesson_id=request.lesson_id
         ).exists()
@@ -187,13 +190,16 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
     wallet.last_activity_date = streak.last_day
     wallet.version += 1
     wallet.generation += 1
-    xp_today = _lesson_xp_today(player_id=request.player_id, day=day) + (
-        amount if request.kind == EventKind.LESSON else 0
-    )
+    today = request.local_day
+    xp_today = 0
+    if wallet.last_activity_date is not None and wallet.last_activity_date >= today:
+        xp_today = _lesson_xp_today(player_id=request.player_id, day=wallet.last_activity_date) + (
+            amount if request.kind == EventKind.LESSON else 0
+        )
     body: dict[str, Any] = {"event_id": event_id, "xp_awarded": amount}
     if request.kind == EventKind.LESSON:
         body["capped"] = capped
-    body["wallet"] = _wallet_body(wallet, today=day, xp_today=xp_today)
+    body["wallet"] = _wallet_body(wallet, today=today, xp_today=xp_today)
     try:
         with transaction.atomic():
             LedgerEvent.objects.create(
@@ -284,15 +290,17 @@ def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> None:
             )
         versions = [int(e["version"]) for e in unflushed]
         state["ver"] = max([state["ver"], wallet.version, *versions])
-        today_rows = LedgerEvent.objects.filter(player_id=player_id, local_day=today, kind=EventKind.LESSON)
-        lessons = {row.lesson_id for row in today_rows if row.lesson_id}
-        xp_today = sum(row.amount for row in today_rows)
+        last: dt.date | None = state["last"]
+        # Today's XP and lessons belong to the last activity day (the only day still open).
+        open_day = last or today
+        day_rows = LedgerEvent.objects.filter(player_id=player_id, local_day=open_day, kind=EventKind.LESSON)
+        lessons = {row.lesson_id for row in day_rows if row.lesson_id}
+        xp_today = sum(row.amount for row in day_rows)
         for e in pending:
-            if e["kind"] == EventKind.LESSON and e["local_day"] == today.isoformat():
+            if e["kind"] == EventKind.LESSON and e["local_day"] == open_day.isoformat():
                 xp_today += int(e["amount"])
                 if e["lesson_id"]:
                     lessons.add(e["lesson_id"])
-        last: dt.date | None = state["last"]
         fields = {
             "xp": str(xp_total),
             "streak": str(state["streak"]),
@@ -301,7 +309,7 @@ def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> None:
             "lastd": last.isoformat() if last else "",
             "freezes": str(state["freezes"]),
             "ver": str(state["ver"]),
-            "day": today.isoformat(),
+            "day": open_day.isoformat(),
             "xpd": str(xp_today),
         }
         cutoff = now - dt.timedelta(seconds=settings.MEMORA_IDEMPOTENCY_TTL)
@@ -340,7 +348,9 @@ def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
         data = None
     if data is None:
         wallet = PlayerWallet.objects.filter(player_id=player_id).first() or PlayerWallet(player_id=player_id)
-        return _wallet_body(wallet, today=today, xp_today=_lesson_xp_today(player_id=player_id, day=today))
+        last_day = wallet.last_activity_date
+        xp_today = _lesson_xp_today(player_id=player_id, day=last_day) if last_day and last_day >= today else 0
+        return _wallet_body(wallet, today=today, xp_today=xp_today)
     last = dt.date.fromordinal(int(data["last"])) if data["last"] else None
     streak = rules.Streak(int(data["streak"] or 0), int(data["longest"] or 0), last, int(data["freezes"] or 0))
     return {
