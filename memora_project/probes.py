@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +13,8 @@ from django.http import HttpRequest, JsonResponse
 
 from devices.models import CacheOutbox
 from memora_project import hotstate
+from wallets import cache as wallet_cache
+from wallets.models import FlushRun, WalletOutbox
 
 _migrations_ok = False
 
@@ -102,9 +105,30 @@ def status(request: HttpRequest) -> JsonResponse:
         checks["redis"] = redis_check
     if database:
         outbox = CacheOutbox.objects.values("player_id").distinct().count()
+        outbox += WalletOutbox.objects.values("player_id").distinct().count()
         checks["outbox"] = {"ok": outbox == 0, "students": outbox}
     else:
         checks["outbox"] = {"ok": False, "students": None}
+    # The write-behind: events at risk if Redis died now, and how far the flush lags.
+    lag_bound = 15 * 60
+    now = time.time()
+    try:
+        pending, oldest = wallet_cache.pending_stats(range(settings.MEMORA_REDIS_SHARDS))
+    except hotstate.RedisUnavailable:
+        checks["pending_events"] = {"ok": False, "count": None}
+        checks["oldest_unflushed_event_age_s"] = {"ok": False, "value": None}
+    else:
+        checks["pending_events"] = {"ok": True, "count": pending}
+        age = None if oldest is None else round(now - oldest)
+        checks["oldest_unflushed_event_age_s"] = {"ok": age is None or age < lag_bound, "value": age}
+    last_flush = (
+        FlushRun.objects.order_by("-finished_at").values_list("finished_at", flat=True).first() if database else None
+    )
+    flush_age = None if last_flush is None else round(now - last_flush.timestamp())
+    checks["last_flush_age_s"] = {
+        "ok": database and (flush_age is None or flush_age < lag_bound),
+        "value": flush_age,
+    }
     ready = (database and _migrations_ok) or (info is not None and _migrations_ok)
     if not ready:
         return JsonResponse({"status": "unavailable", "checks": checks}, status=503)

@@ -362,15 +362,17 @@ def mark_dirty(pids: list[int]) -> None:
 
 
 def pending_stats(shards: range) -> tuple[int, float | None]:
-    """(events pending or in flight, accepted_at of the oldest), scanning every shard's dirty set."""
+    """(events pending or in flight, accepted_at of the oldest), from every shard's dirty set.
+    Cost grows with the students awaiting a flush (bounded by the flush interval), not all students."""
     dirty = dirty_members(shards)
 
     def run(r: redis.Redis) -> list[Any]:
         pipe = r.pipeline(transaction=False)
         for pids in dirty.values():
             for pid in pids:
-                pipe.llen(pending_key(pid))
-                pipe.lindex(pending_key(pid), 0)
+                for key in (inflight_key(pid), pending_key(pid)):
+                    pipe.llen(key)
+                    pipe.lindex(key, 0)
         return pipe.execute()  # type: ignore[no-any-return]
 
     results = hotstate.call(run) if dirty else []
