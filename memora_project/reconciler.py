@@ -12,7 +12,7 @@ import os
 import threading
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from devices import services as device_services
 from devices.models import CacheOutbox
@@ -42,29 +42,56 @@ def reconcile_outbox(*, limit: int = 500) -> int:
 _started_pid: int | None = None
 _lock = threading.Lock()
 _wake = threading.Event()
+_stop = threading.Event()
+_thread: threading.Thread | None = None
 
 
 def _loop() -> None:
-    while True:
-        _wake.wait(settings.MEMORA_RECONCILER_INTERVAL)
-        _wake.clear()
-        try:
-            if not hotstate.breaker.is_open or hotstate.breaker.allow():
+    try:
+        while not _stop.is_set():
+            _wake.wait(settings.MEMORA_RECONCILER_INTERVAL)
+            _wake.clear()
+            if _stop.is_set():
+                break
+            try:
+                # While Redis is away the breaker lets one trial call through per second: the
+                # first rebuild of the round is that trial.
                 reconcile_outbox()
-        except Exception:  # the thread must survive a database outage
-            logger.debug("reconciler round failed", exc_info=True)
-        finally:
-            close_old_connections()
+            except Exception:  # the thread must survive a database outage
+                logger.debug("reconciler round failed", exc_info=True)
+            finally:
+                close_old_connections()
+    finally:
+        connections.close_all()
+
+
+def _wake_up() -> None:
+    _wake.set()
 
 
 def ensure_started() -> None:
     """Start this process's reconciler once (after a fork, again in the child)."""
-    global _started_pid
+    global _started_pid, _thread
     if not settings.MEMORA_RECONCILER_ENABLED or _started_pid == os.getpid():
         return
     with _lock:
         if _started_pid == os.getpid():
             return
         _started_pid = os.getpid()
-        threading.Thread(target=_loop, name="memora-reconciler", daemon=True).start()
-        hotstate.on_recovery(_wake.set)
+        _stop.clear()
+        _thread = threading.Thread(target=_loop, name="memora-reconciler", daemon=True)
+        _thread.start()
+        if _wake_up not in hotstate._recovery_listeners:
+            hotstate.on_recovery(_wake_up)
+
+
+def stop() -> None:
+    """Stop this process's reconciler and wait for it (tests; a clean shutdown)."""
+    global _started_pid, _thread
+    with _lock:
+        _stop.set()
+        _wake.set()
+        if _thread is not None:
+            _thread.join(timeout=10)
+        _thread = None
+        _started_pid = None
