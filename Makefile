@@ -19,6 +19,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# The API (gunicorn), a Celery worker and beat, on SQLite and an embedded Redis unless DATABASE_URL /
+# REDIS_URL say otherwise; migrations and the demo accounts first. Honours PORT (default 8000).
+run: $(STAMP)
+	$(PY) -m memora_project.run
+
 # mysqlclient needs the MariaDB client headers; the admin's browser test needs Debian's chromium.
 system-deps:
 	@missing=""; \
