@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -13,14 +13,10 @@ from devices.serializers import DeviceListOutput, DeviceOutput, LoginInput, Logi
 from devices.verification import invalid_device_id
 from memora_project.clientip import client_ip
 from memora_project.errors import ApiError, validation_error
-from memora_project.openapi import error_responses
+from memora_project.openapi import DEVICE_ID_HEADER, UUID4_PATTERN, error_responses
 from players.permissions import current_student
 from players.serializers import player_summary
 from players.views import json_object
-
-DEVICE_HEADER = OpenApiParameter(
-    "X-Device-ID", str, OpenApiParameter.HEADER, required=True, description="The device's UUID v4."
-)
 
 
 def invalid_credentials() -> ApiError:
@@ -33,9 +29,39 @@ class LoginViewSet(viewsets.ViewSet):
 
     @extend_schema(
         operation_id="auth_login",
+        summary="Log in on this device",
+        description="Authorizes the device if a slot is free and ends the student's other sessions. "
+        "The token is shown only in this answer.",
         request=LoginInput,
-        parameters=[DEVICE_HEADER],
-        responses={200: LoginOutput, **error_responses(400, 401, 403, 415, 429, 503)},
+        parameters=[DEVICE_ID_HEADER],
+        examples=[
+            OpenApiExample(
+                "Log in on a phone",
+                value={
+                    "username": "amira",
+                    "password": "correct horse battery",
+                    "device_name": "Amira's phone",
+                    "platform": "android",
+                },
+                request_only=True,
+            )
+        ],
+        responses={
+            200: LoginOutput,
+            **error_responses(
+                400,
+                401,
+                403,
+                429,
+                503,
+                describe={
+                    400: "validation_error, invalid_device_id",
+                    401: "invalid_credentials",
+                    403: "device_revoked, device_limit_reached (with devices), device_removal_cooldown",
+                    429: "rate_limited: too many attempts from this address or for this username (with Retry-After)",
+                },
+            ),
+        },
         auth=[],
         tags=["auth"],
     )
@@ -95,9 +121,9 @@ class LoginViewSet(viewsets.ViewSet):
 class LogoutViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="auth_logout",
+        summary="End this session",
         request=None,
-        parameters=[DEVICE_HEADER],
-        responses={204: None, **error_responses(400, 401, 403, 503)},
+        responses={204: None},
         tags=["auth"],
     )
     def create(self, request: Request) -> Response:
@@ -108,8 +134,8 @@ class LogoutViewSet(viewsets.ViewSet):
 class SessionViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="session_get",
-        parameters=[DEVICE_HEADER],
-        responses={200: SessionOutput, **error_responses(400, 401, 403, 503)},
+        summary="This session",
+        responses={200: SessionOutput},
         tags=["session"],
     )
     def retrieve(self, request: Request) -> Response:
@@ -131,8 +157,8 @@ class DeviceViewSet(viewsets.ViewSet):
 
     @extend_schema(
         operation_id="devices_list",
-        parameters=[DEVICE_HEADER],
-        responses={200: DeviceListOutput, **error_responses(400, 401, 403, 503)},
+        summary="The authorized devices",
+        responses={200: DeviceListOutput},
         tags=["devices"],
     )
     def list(self, request: Request) -> Response:
@@ -155,8 +181,26 @@ class DeviceViewSet(viewsets.ViewSet):
 
     @extend_schema(
         operation_id="devices_remove",
-        parameters=[DEVICE_HEADER],
-        responses={204: None, **error_responses(400, 401, 403, 404, 503)},
+        summary="Remove another device",
+        description="At most once per cooldown, together with replacements at login. "
+        "The current device cannot remove itself (sign out instead).",
+        parameters=[
+            OpenApiParameter(
+                "device_id",
+                {"type": "string", "format": "uuid"},
+                OpenApiParameter.PATH,
+                pattern=UUID4_PATTERN,
+                description="The device_id of one of this student's devices.",
+            )
+        ],
+        responses={
+            204: None,
+            **error_responses(
+                403,
+                404,
+                describe={403: "device_mismatch, permission_denied (the current device), device_removal_cooldown"},
+            ),
+        },
         tags=["devices"],
     )
     def destroy(self, request: Request, device_id: str) -> Response:

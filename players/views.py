@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -32,8 +32,34 @@ class RegisterViewSet(viewsets.ViewSet):
 
     @extend_schema(
         operation_id="auth_register",
+        summary="Create a student account",
         request=RegisterInput,
-        responses={201: RegisterOutput, **error_responses(400, 403, 415, 429, 503)},
+        examples=[
+            OpenApiExample(
+                "A new student",
+                value={
+                    "username": "amira",
+                    "password": "correct horse battery",
+                    "display_name": "Amira",
+                    "timezone": "Africa/Cairo",
+                },
+                request_only=True,
+            )
+        ],
+        responses={
+            201: RegisterOutput,
+            **error_responses(
+                400,
+                403,
+                429,
+                503,
+                describe={
+                    400: "validation_error",
+                    403: "registration_closed",
+                    429: "rate_limited: too many registrations from this address (with Retry-After)",
+                },
+            ),
+        },
         auth=[],
         tags=["auth"],
     )
@@ -57,7 +83,8 @@ class RegisterViewSet(viewsets.ViewSet):
 class ProfileViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="profile_get",
-        responses={200: ProfileOutput, **error_responses(400, 401, 403, 503)},
+        summary="The student's profile",
+        responses={200: ProfileOutput},
         tags=["profile"],
     )
     def retrieve(self, request: Request) -> Response:
@@ -66,8 +93,14 @@ class ProfileViewSet(viewsets.ViewSet):
 
     @extend_schema(
         operation_id="profile_update",
+        summary="Change the display name or time zone",
+        description="A new time zone takes effect at the next local midnight (timezone_pending until then).",
         request=ProfileUpdateInput,
-        responses={200: ProfileOutput, **error_responses(400, 401, 403, 415, 503)},
+        examples=[OpenApiExample("Move to Paris", value={"timezone": "Europe/Paris"}, request_only=True)],
+        responses={
+            200: ProfileOutput,
+            **error_responses(403, describe={403: "device_mismatch, permission_denied, timezone_change_cooldown"}),
+        },
         tags=["profile"],
     )
     def partial_update(self, request: Request) -> Response:
