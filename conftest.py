@@ -5,6 +5,7 @@ touch keys they did not write."""
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -107,3 +108,13 @@ def student(student_factory: Any) -> Student:
 
 def pytest_configure() -> None:
     django_settings.MEMORA_RECONCILER_ENABLED = False
+
+
+_UUID_LIKE = re.compile(r"^[0-9a-fA-F-]{30,40}$")
+
+
+def pytest_make_parametrize_id(config: Any, val: object, argname: str) -> str | None:
+    # Generated UUIDs would give each xdist worker different test ids; name them by kind.
+    if isinstance(val, str) and _UUID_LIKE.match(val):
+        return f"{argname}-uuid-like"
+    return None
