@@ -182,6 +182,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "memora_project.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "memora_project.openapi.MemoraAutoSchema",
     "UNAUTHENTICATED_USER": None,
+    # OPTIONS is not part of the API: answer it 405 like any other method it does not list.
+    "DEFAULT_METADATA_CLASS": None,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from memora_project.errors import validation_error
-from memora_project.openapi import error_responses
+from memora_project.openapi import error_responses, idempotency_parameters
 from players import timezones
 from players.models import PlayerProfile
 from players.permissions import HasServiceScope, current_student
@@ -26,11 +26,6 @@ from wallets.serializers import (
     WalletOutput,
 )
 
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=True, description="1-255 printable ASCII characters."
-)
-DEVICE_HEADER = OpenApiParameter("X-Device-ID", str, OpenApiParameter.HEADER, required=True)
-
 
 def _respond(outcome: services.AwardOutcome) -> Response:
     response = Response(outcome.body, status=outcome.status)
@@ -42,7 +37,6 @@ def _respond(outcome: services.AwardOutcome) -> Response:
 class WalletViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="wallet_get",
-        parameters=[DEVICE_HEADER],
         responses={200: WalletOutput, **error_responses(400, 401, 403, 503)},
         tags=["wallet"],
     )
@@ -55,7 +49,6 @@ class WalletViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="wallet_history",
         parameters=[
-            DEVICE_HEADER,
             OpenApiParameter("cursor", str, OpenApiParameter.QUERY, required=False),
             OpenApiParameter("page_size", int, OpenApiParameter.QUERY, required=False, description="1-100, default 50"),
         ],
@@ -81,7 +74,7 @@ class LessonViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="lesson_complete",
         request=LessonCompleteInput,
-        parameters=[DEVICE_HEADER, IDEMPOTENCY_HEADER],
+        parameters=idempotency_parameters(),
         responses={201: LessonCompleteOutput, **error_responses(400, 401, 403, 409, 415, 422, 429, 503)},
         tags=["wallet"],
     )
@@ -125,7 +118,7 @@ class ServiceAwardViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="wallet_award_xp",
         request=ServiceAwardInput,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=idempotency_parameters(),
         responses={201: ServiceAwardOutput, **error_responses(400, 401, 403, 404, 409, 415, 422, 429, 503)},
         tags=["wallet"],
     )
