@@ -251,7 +251,7 @@ def main() -> int:
     except _Stop:
         print("\nmemora: stopping", flush=True)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
-        print(f"memora: {exc}; stopping", file=sys.stderr, flush=True)
+        print(f"memora: stopping: {exc}", file=sys.stderr, flush=True)
         status = 1
     finally:
         # A second Ctrl-C must not cut the clean stop short (it is bounded by STOP_TIMEOUT anyway).

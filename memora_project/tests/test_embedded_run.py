@@ -87,7 +87,10 @@ def _call(port: int, method: str, path: str, body: Any = None, **headers: str) -
         connection.request(method, path, body=payload, headers=headers)
         response = connection.getresponse()
         raw = response.read()
-        return response.status, json.loads(raw) if raw else None
+        try:
+            return response.status, json.loads(raw) if raw else None
+        except ValueError:  # e.g. a 500 page: show its start in the failing assertion
+            return response.status, raw[:2000].decode(errors="replace")
     finally:
         connection.close()
 
