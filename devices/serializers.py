@@ -2,18 +2,14 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from players.serializers import PlayerOutput, no_control_characters
+from players.serializers import PlayerOutput, StrictCharField, no_control_characters
 
 
 class LoginInput(serializers.Serializer):
-    username = serializers.CharField(max_length=150, trim_whitespace=False)
-    password = serializers.CharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
-    device_name = serializers.CharField(
-        max_length=64, required=False, allow_blank=True, validators=[no_control_characters]
-    )
-    platform = serializers.CharField(
-        max_length=32, required=False, allow_blank=True, validators=[no_control_characters]
-    )
+    username = StrictCharField(max_length=150, trim_whitespace=False)
+    password = StrictCharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
+    device_name = StrictCharField(max_length=64, required=False, allow_blank=True, validators=[no_control_characters])
+    platform = StrictCharField(max_length=32, required=False, allow_blank=True, validators=[no_control_characters])
     replace_device_id = serializers.UUIDField(
         required=False, help_text="One of the devices listed by device_limit_reached."
     )

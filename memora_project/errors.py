@@ -98,6 +98,12 @@ def api_error_for(exc: Exception) -> ApiError | None:
         return ApiError(
             "validation_error", "The body is not valid JSON.", status=400, errors={"body": [str(exc.detail)]}
         )
+    if isinstance(exc, RecursionError):
+        # DRF's JSON parser lets the decoder's RecursionError through (64 KiB of "[" is enough);
+        # nothing else in a request recurses on client input.
+        return ApiError(
+            "validation_error", "The body is not valid JSON.", status=400, errors={"body": ["Nested too deeply."]}
+        )
     if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
         return not_authenticated()
     if isinstance(exc, (drf_exceptions.PermissionDenied, DjangoPermissionDenied)):

@@ -20,16 +20,27 @@ def no_control_characters(value: str) -> None:
         raise serializers.ValidationError("Control and invisible characters are not allowed.")
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string, nothing else: DRF's CharField would turn 12345678 or 1.5 into text."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class RegisterInput(serializers.Serializer):
-    username = serializers.CharField(max_length=32, validators=[USERNAME_VALIDATOR])
-    password = serializers.CharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
-    display_name = serializers.CharField(max_length=64, validators=[no_control_characters])
-    timezone = serializers.CharField(max_length=64, required=False, help_text="IANA time zone, default UTC.")
+    username = StrictCharField(max_length=32, validators=[USERNAME_VALIDATOR])
+    password = StrictCharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
+    display_name = StrictCharField(max_length=64, validators=[no_control_characters])
+    timezone = StrictCharField(max_length=64, required=False, help_text="IANA time zone, default UTC.")
 
 
 class ProfileUpdateInput(serializers.Serializer):
-    display_name = serializers.CharField(max_length=64, required=False, validators=[no_control_characters])
-    timezone = serializers.CharField(max_length=64, required=False, help_text="IANA time zone.")
+    display_name = StrictCharField(max_length=64, required=False, validators=[no_control_characters])
+    timezone = StrictCharField(max_length=64, required=False, help_text="IANA time zone.")
 
 
 class PendingTimezoneOutput(serializers.Serializer):
