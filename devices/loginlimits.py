@@ -9,7 +9,6 @@ right password too, and says nothing about whether the username exists.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 
@@ -111,6 +110,10 @@ def login_failure_record(*, user_key: str, ip: str) -> None:
 
 
 def login_success_record(*, user_key: str, ip: str) -> None:
+    """The right password clears this address's failures for the username, in whichever store
+    counts them now (as the Redis path always did)."""
     _, fail_user_ip, _ = _names(user_key, ip)
-    with contextlib.suppress(hotstate.RedisUnavailable):
+    try:
         hotstate.call(lambda r: r.delete(fail_user_ip))
+    except hotstate.RedisUnavailable:
+        LoginFailure.objects.filter(username_key=user_key, ip=ip).delete()
