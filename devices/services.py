@@ -144,6 +144,10 @@ def _revoke(
     )
 
 
+def invalid_credentials() -> ApiError:
+    return ApiError("invalid_credentials", "Wrong username or password.", status=401)
+
+
 def login_verify_credentials(*, username: str, password: str) -> PlayerProfile | None:
     """The student whose credentials these are, or None; the same cost either way."""
     profile = (
@@ -175,7 +179,12 @@ def session_login(
     here, so the device limit holds. Any refusal raises before a write sticks.
     """
     now = timezone.now()
+    checked = profile.user
     profile = PlayerProfile.objects.select_for_update().select_related("user").get(pk=profile.pk)
+    if profile.user.password != checked.password or not profile.user.is_active:
+        # The password changed or the account was deactivated after the password was checked:
+        # that change ended the sessions it saw, and this one must not start after it.
+        raise invalid_credentials()
     state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player=profile)
     device_uuid = uuid.UUID(device_id)
     device = AuthorizedDevice.objects.filter(player=profile, device_id=device_uuid).first()
@@ -246,10 +255,15 @@ def _choose_replacement(*, active: list[AuthorizedDevice], replace_device_id: st
 @transaction.atomic
 def session_end(*, session_id: int, reason: str) -> None:
     now = timezone.now()
+    player_id = PlayerSession.objects.filter(pk=session_id).values_list("player_id", flat=True).first()
+    if player_id is None:
+        return
+    # The profile row first, as every other writer of sessions does: locking the session first
+    # deadlocked against a concurrent login (which locks the profile, then ends the sessions).
+    PlayerProfile.objects.select_for_update().filter(pk=player_id).first()
     session = PlayerSession.objects.select_for_update().filter(pk=session_id, is_live=True).first()
     if session is None:
         return
-    PlayerProfile.objects.select_for_update().filter(pk=session.player_id).first()
     session.is_live = None
     session.ended_at = now
     session.end_reason = reason
@@ -362,7 +376,9 @@ def last_seen_persist(*, batch: int = 1000) -> int:
         if seen_at > session.device.last_seen_at:
             session.device.last_seen_at = seen_at
             devices.append(session.device)
+    # Devices before sessions, the order a login locks them in: the other order deadlocked
+    # against a login of one of these students.
     with transaction.atomic():
-        PlayerSession.objects.bulk_update(sessions, ["last_seen_at"], batch_size=500)
         AuthorizedDevice.objects.bulk_update(devices, ["last_seen_at"], batch_size=500)
+        PlayerSession.objects.bulk_update(sessions, ["last_seen_at"], batch_size=500)
     return len(sessions)

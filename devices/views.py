@@ -12,15 +12,11 @@ from devices import loginlimits, selectors, services, tokens
 from devices.serializers import DeviceListOutput, DeviceOutput, LoginInput, LoginOutput, SessionOutput
 from devices.verification import invalid_device_id
 from memora_project.clientip import client_ip
-from memora_project.errors import ApiError, validation_error
+from memora_project.errors import validation_error
 from memora_project.openapi import DEVICE_ID_HEADER, UUID4_PATTERN, error_responses
 from players.permissions import current_student
 from players.serializers import player_summary
 from players.views import json_object
-
-
-def invalid_credentials() -> ApiError:
-    return ApiError("invalid_credentials", "Wrong username or password.", status=401)
 
 
 class LoginViewSet(viewsets.ViewSet):
@@ -88,7 +84,7 @@ class LoginViewSet(viewsets.ViewSet):
         profile = services.login_verify_credentials(username=username, password=data.validated_data["password"])
         if profile is None:
             loginlimits.login_failure_record(user_key=user_key, ip=ip)
-            raise invalid_credentials()
+            raise services.invalid_credentials()
         loginlimits.login_success_record(user_key=user_key, ip=ip)
         replace = data.validated_data.get("replace_device_id")
         result = services.session_login(
