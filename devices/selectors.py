@@ -7,7 +7,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from devices.models import AuthorizedDevice, PlayerAuthState, PlayerSession
 from players.models import PlayerProfile
@@ -48,7 +47,6 @@ def cache_snapshot(*, player_id: int) -> tuple[int, dict[str, Any]] | None:
         return None
     state = PlayerAuthState.objects.filter(player_id=player_id).first()
     generation = state.generation if state else 0
-    now = timezone.now()
     fields: dict[str, Any] = {
         "uid": str(profile.user_id),
         "tz": profile.timezone,
@@ -71,10 +69,12 @@ def cache_snapshot(*, player_id: int) -> tuple[int, dict[str, Any]] | None:
                 "seenw": _epoch(live.last_seen_at),
             }
         )
+    # Ended sessions past their lifetime keep their tombstone too: ended outranks expired, as on
+    # the database path. The most recent ones are enough (older tokens read as unknown).
     ended = (
         PlayerSession.objects.select_related("device")
-        .filter(player_id=player_id, is_live__isnull=True, expires_at__gt=now)
-        .order_by("-ended_at")[:TOMBSTONE_LIMIT]
+        .filter(player_id=player_id, is_live__isnull=True)
+        .order_by("-ended_at", "-id")[:TOMBSTONE_LIMIT]
     )
     for session in ended:
         fields[f"t:{session.token_digest}"] = tombstone_for(session)
