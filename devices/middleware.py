@@ -12,7 +12,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from devices import verification
-from memora_project.errors import ApiError
+from memora_project.errors import api_error_for
 
 
 def uses_device_session(view_func: Any) -> bool:
@@ -40,6 +40,11 @@ class DeviceSessionMiddleware:
             request.memora_principal = verification.verify(  # type: ignore[attr-defined]
                 authorization=authorization, device_header=request.META.get("HTTP_X_DEVICE_ID")
             )
-        except ApiError as error:
+        except Exception as exc:
+            # A cold cache with the database down raises OperationalError here, outside DRF's
+            # handler: hand every error with a defined answer (503 for that one) to the view.
+            error = api_error_for(exc)
+            if error is None:
+                raise
             request.memora_auth_error = error  # type: ignore[attr-defined]
         return None
