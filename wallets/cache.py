@@ -15,7 +15,7 @@ import redis
 
 from memora_project import hotstate
 
-WALLET_FIELDS = ("xp", "streak", "longest", "last", "lastd", "freezes", "ver", "day", "xpd", "gen")
+WALLET_FIELDS = ("xp", "streak", "longest", "last", "lastd", "freezes", "ver", "day", "xpd", "gen", "brk")
 
 
 def wallet_key(pid: int) -> str:
@@ -50,10 +50,14 @@ def dirty_key(shard: int) -> str:
     return f"{hotstate.shard_prefix(shard)}dirty"
 
 
-# KEYS: 1 wallet, 2 lessons of the last activity day, 3 pending, 4 dirty set, 5 idempotency record, 6 rate counter.
-# ARGV: 1 now (epoch s), 2 local day (YYYY-MM-DD), 3 day ordinal, 4 kind, 5 lesson id, 6 base amount,
-# 7 daily cap (lesson only), 8 fingerprint, 9 event id, 10 rate limit (0: none), 11 rate window ms,
-# 12 idempotency ttl ms, 13 player id, 14 reason, 15 idempotency scope, 16 idempotency key.
+# KEYS: 1 wallet, 2 lessons of the last activity day, 3 pending, 4 dirty set, 5 idempotency record,
+# 6 rate counter. ARGV: 1 now (epoch s), 2 local day (YYYY-MM-DD), 3 day ordinal, 4 kind ('lesson',
+# 'service' or 'restore'), 5 lesson id, 6 base amount, 7 daily cap, 8 fingerprint, 9 event id,
+# 10 rate limit (0: none), 11 rate window ms, 12 idempotency ttl ms, 13 player id, 14 reason,
+# 15 idempotency scope, 16 idempotency key, 17 a freeze every N streak days, 18 freezes held at
+# most, 19 spare event ids (comma-separated, for the freeze events), 20 actor.
+# One call: dedupe, the XP and streak rules, the wallet hash, the events (with the wallet after
+# each and its version), the dirty set, the stored response. Mirrors wallets.rules.
 AWARD_LUA = """
 local rec = redis.call('GET', KEYS[5])
 if rec then
@@ -72,7 +76,7 @@ if limit > 0 then
   end
   if n > limit then return {'limited', tostring(ttl)} end
 end
-local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'xpd')
+local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'xpd', 'brk')
 local xp = tonumber(w[1]) or 0
 local streak = tonumber(w[2]) or 0
 local longest = tonumber(w[3]) or 0
@@ -82,67 +86,166 @@ if lastd == '' then lastd = nil end
 local freezes = tonumber(w[6]) or 0
 local ver = tonumber(w[7]) or 0
 local xpd = tonumber(w[8]) or 0
+local brk = tonumber(w[9]) or 0
 local kind = ARGV[4]
 local day = tonumber(ARGV[3])
-local event_day = ARGV[2]
+local every = tonumber(ARGV[17])
+local max_freezes = tonumber(ARGV[18])
+
+-- An ordinal day (Python's date.toordinal) as YYYY-MM-DD (Howard Hinnant's civil_from_days).
+local function iso(ordinal)
+  local z = ordinal - 719163 + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02d', y, m, d)
+end
+
+local function shown_at(d)
+  if last == nil then return 0 end
+  if last >= d - 1 then return streak end
+  if d - last - 1 <= freezes then return streak end
+  return 0
+end
+
+local spare = {}
+for id in string.gmatch(ARGV[19], '[^,]+') do spare[#spare + 1] = id end
+local events = {}
+local main = nil
+local function add_event(id, k, amount, eday, key)
+  ver = ver + 1
+  local e = {
+    event_id = id, kind = k, amount = amount, lesson_id = '', reason = '', local_day = eday,
+    -- One call's events are a microsecond apart, in order, so the history lists them in order.
+    accepted_at = string.format('%.6f', tonumber(ARGV[1]) + #events * 0.000001),
+    version = ver, xp_total_after = xp, streak_after = streak,
+    longest_after = longest, last_day_after = lastd or '', freezes_after = freezes, break_after = brk,
+    idem_scope = ARGV[15], idem_key = key, fingerprint = ARGV[8], actor = ARGV[20]
+  }
+  events[#events + 1] = e
+  return e
+end
+
 local awarded = tonumber(ARGV[6])
 local capped = false
+local event_day = ARGV[2]
+local before = shown_at(day)
 if kind == 'lesson' then
-  -- The streak: same day no change, the next day +1, a gap resets. A day before the last one (a
-  -- westward move, clock skew between workers) counts as the last day, so it can never reopen a
-  -- daily cap or the lessons of a day already closed.
   if last == nil or day > last then
-    if last ~= nil and day == last + 1 then streak = streak + 1 else streak = 1 end
+    local earned = false
+    if last == nil then
+      streak = 1
+    elseif day == last + 1 then
+      streak = streak + 1
+    else
+      local gap = day - last - 1
+      if gap <= freezes then
+        for i = 1, gap do
+          freezes = freezes - 1
+          lastd = iso(last + i)
+          add_event(spare[i], 'freeze_used', 0, lastd, ARGV[16] .. '#freeze_used:' .. i)
+        end
+        streak = streak + 1
+      else
+        brk = streak
+        streak = 1
+      end
+    end
+    if streak > 1 and every > 0 and streak % every == 0 and freezes < max_freezes then
+      earned = true
+    end
+    if streak > longest then longest = streak end
     last = day
     lastd = ARGV[2]
     xpd = 0
     redis.call('DEL', KEYS[2])
     redis.call('HSET', KEYS[1], 'day', ARGV[2])
+    if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 0 then
+      if awarded > tonumber(ARGV[7]) then
+        awarded = tonumber(ARGV[7])
+        capped = true
+      end
+      redis.call('SADD', KEYS[2], ARGV[5])
+    end
+    xpd = xpd + awarded
+    xp = xp + awarded
+    main = add_event(ARGV[9], 'lesson', awarded, lastd, ARGV[16])
+    if earned then
+      freezes = freezes + 1
+      add_event(spare[#spare], 'freeze_earned', 0, lastd, ARGV[16] .. '#freeze_earned')
+    end
   else
+    -- A day before the last one counts as the last day: it never reopens a closed day's cap.
     event_day = lastd
+    if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then
+      awarded = 0
+    else
+      local left = tonumber(ARGV[7]) - xpd
+      if left < 0 then left = 0 end
+      if awarded > left then
+        awarded = left
+        capped = true
+      end
+      redis.call('SADD', KEYS[2], ARGV[5])
+    end
+    xpd = xpd + awarded
+    xp = xp + awarded
+    main = add_event(ARGV[9], 'lesson', awarded, event_day, ARGV[16])
+  end
+  main['lesson_id'] = ARGV[5]
+elseif kind == 'restore' then
+  if brk > 0 then
+    streak = brk + streak
+    brk = 0
+    if last < day - 1 then
+      last = day - 1
+      lastd = iso(last)
+    end
+  elseif last ~= nil and streak > 0 and before == 0 then
+    last = day - 1
+    lastd = iso(last)
+  else
+    return {'nothing'}
   end
   if streak > longest then longest = streak end
-  if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then
-    awarded = 0
-  else
-    local left = tonumber(ARGV[7]) - xpd
-    if left < 0 then left = 0 end
-    if awarded > left then
-      awarded = left
-      capped = true
-    end
-    redis.call('SADD', KEYS[2], ARGV[5])
-  end
-  xpd = xpd + awarded
+  awarded = 0
+  main = add_event(ARGV[9], 'streak_restored', 0, ARGV[2], ARGV[16])
+else
+  xp = xp + awarded
+  main = add_event(ARGV[9], kind, awarded, ARGV[2], ARGV[16])
 end
-xp = xp + awarded
-ver = ver + 1
-local shown = 0
-if last ~= nil and last >= day - 1 then shown = streak end
+main['reason'] = ARGV[14]
+
 local shown_today = 0
 if last ~= nil and last >= day then shown_today = xpd end
 local wallet = {
-  xp_total = xp, xp_today = shown_today, current_streak = shown, longest_streak = longest,
+  xp_total = xp, xp_today = shown_today, current_streak = shown_at(day), longest_streak = longest,
   last_activity_date = lastd or cjson.null, today = ARGV[2],
   streak_active_today = (last ~= nil and last >= day), streak_freezes = freezes
 }
 local body
 if kind == 'lesson' then
   body = cjson.encode({event_id = ARGV[9], xp_awarded = awarded, capped = capped, wallet = wallet})
+elseif kind == 'restore' then
+  body = cjson.encode({event_id = ARGV[9], kind = 'streak_restored', streak_before = before,
+                       streak_after = shown_at(day), wallet = wallet})
 else
   body = cjson.encode({event_id = ARGV[9], xp_awarded = awarded, wallet = wallet})
 end
+main['status'] = 201
+main['body'] = body
 local lastv = ''
 if last ~= nil then lastv = tostring(last) end
 redis.call('HSET', KEYS[1], 'xp', xp, 'streak', streak, 'longest', longest, 'last', lastv,
-           'lastd', lastd or '', 'ver', ver, 'xpd', xpd)
-local event = cjson.encode({
-  event_id = ARGV[9], kind = kind, amount = awarded, lesson_id = ARGV[5], reason = ARGV[14],
-  local_day = event_day, accepted_at = ARGV[1], version = ver, xp_total_after = xp,
-  streak_after = streak, longest_after = longest, last_day_after = lastd or '', freezes_after = freezes,
-  idem_scope = ARGV[15], idem_key = ARGV[16], fingerprint = ARGV[8], status = 201, body = body
-})
-redis.call('RPUSH', KEYS[3], event)
+           'lastd', lastd or '', 'ver', ver, 'xpd', xpd, 'freezes', freezes, 'brk', brk)
+for i = 1, #events do redis.call('RPUSH', KEYS[3], cjson.encode(events[i])) end
 redis.call('SADD', KEYS[4], ARGV[13])
 redis.call('SET', KEYS[5], cjson.encode({fp = ARGV[8], status = 201, body = body}), 'PX', ARGV[12])
 return {'ok', body}

@@ -20,6 +20,8 @@ class PlayerWallet(models.Model):
     longest_streak = models.IntegerField(default=0)
     last_activity_date = models.DateField(null=True, blank=True)
     streak_freezes = models.IntegerField(default=0)
+    # The streak the last break reset, which support may restore; 0 when there is none.
+    streak_before_break = models.IntegerField(default=0)
     version = models.BigIntegerField(default=0)
     generation = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -77,6 +79,9 @@ class LedgerEvent(models.Model):
     longest_after = models.IntegerField()
     last_day_after = models.DateField(null=True, blank=True)
     freezes_after = models.IntegerField(default=0)
+    break_after = models.IntegerField(default=0)
+    # Who made a manual change (a streak restore): "service:<key name>" or "admin:<username>".
+    actor = models.CharField(max_length=160, blank=True, default="")
     source = models.CharField(max_length=8, default="redis")
     flushed_at = models.DateTimeField(auto_now_add=True)
 

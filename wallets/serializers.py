@@ -61,3 +61,15 @@ class HistoryOutput(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
     results = HistoryEntryOutput(many=True)
+
+
+class StreakRestoreInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=200)
+
+
+class StreakRestoreOutput(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=["streak_restored"])
+    streak_before = serializers.IntegerField()
+    streak_after = serializers.IntegerField()
+    wallet = WalletOutput()

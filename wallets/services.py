@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -19,11 +19,12 @@ from django.db import DatabaseError, IntegrityError, OperationalError, transacti
 from django.db.models import Sum
 from django.utils import timezone
 
-from memora_project import hotstate
+from memora_project import hotstate, ratelimit
 from memora_project.errors import ApiError, rate_limited, service_unavailable
 from players import timezones
 from players.models import PlayerProfile
 from wallets import cache, rules
+from wallets.idempotency import key_digest
 from wallets.models import EventKind, FlushRun, LedgerEvent, PlayerWallet, WalletOutbox
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AwardRequest:
     player_id: int
-    kind: str
+    kind: str  # "lesson", "service" or "restore"
     base_amount: int
     local_day: dt.date
     idem_scope: str
@@ -41,6 +42,7 @@ class AwardRequest:
     lesson_id: str | None = None
     reason: str | None = None
     rate_limit: tuple[int, int] | None = None
+    actor: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,15 @@ def _reused() -> ApiError:
     return ApiError("idempotency_key_reused", "This Idempotency-Key was used for a different request.", status=422)
 
 
+def _nothing_to_restore() -> ApiError:
+    return ApiError(
+        "validation_error",
+        "Some fields are invalid.",
+        status=400,
+        errors={"player": ["This student has no broken streak to restore."]},
+    )
+
+
 def local_day_for(*, profile: PlayerProfile, at: dt.datetime) -> dt.date:
     tz = profile.timezone
     if profile.timezone_pending and profile.timezone_effective_at and at >= profile.timezone_effective_at:
@@ -66,10 +77,12 @@ def local_day_for(*, profile: PlayerProfile, at: dt.datetime) -> dt.date:
 
 
 def wallet_award(*, request: AwardRequest) -> AwardOutcome:
-    """Accept one award: Redis first; the database only when Redis certainly did not run it."""
+    """Accept one award (or a streak restore): Redis first; the database only when Redis certainly
+    did not run it."""
     now = time.time()
     event_id = str(uuid.uuid4())
-    digest = _idem_digest(request)
+    # Ids for the freeze events one call may add: up to the freezes held, plus one earned.
+    spare_ids = ",".join(str(uuid.uuid4()) for _ in range(settings.MEMORA_STREAK_FREEZE_MAX + 1))
     limit, window = request.rate_limit or (0, 1)
     args = [
         repr(now),
@@ -88,10 +101,16 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         request.reason or "",
         request.idem_scope,
         request.idem_key,
+        settings.MEMORA_STREAK_FREEZE_EVERY,
+        settings.MEMORA_STREAK_FREEZE_MAX,
+        spare_ids,
+        request.actor,
     ]
     try:
         for _attempt in range(3):
-            result = cache.award(pid=request.player_id, idem_digest=digest, args=args)
+            result = cache.award(
+                pid=request.player_id, idem_digest=key_digest(request.idem_scope, request.idem_key), args=args
+            )
             if result[0] != "cold":
                 break
             wallet_cache_rebuild(player_id=request.player_id)
@@ -111,19 +130,31 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         raise _reused()
     if status == "limited":
         raise rate_limited(int(result[1]) / 1000.0)
+    if status == "nothing":
+        raise _nothing_to_restore()
     raise RuntimeError(f"unexpected award result {status!r}")
 
 
-def _idem_digest(request: AwardRequest) -> str:
-    from wallets.idempotency import key_digest
+def _streak_of(wallet: PlayerWallet) -> rules.Streak:
+    return rules.Streak(
+        wallet.current_streak,
+        wallet.longest_streak,
+        wallet.last_activity_date,
+        wallet.streak_freezes,
+        wallet.streak_before_break,
+    )
 
-    return key_digest(request.idem_scope, request.idem_key)
+
+def _set_streak(wallet: PlayerWallet, streak: rules.Streak) -> None:
+    wallet.current_streak = streak.current
+    wallet.longest_streak = streak.longest
+    wallet.last_activity_date = streak.last_day
+    wallet.streak_freezes = streak.freezes
+    wallet.streak_before_break = streak.lost
 
 
 def _wallet_body(wallet: PlayerWallet, *, today: dt.date, xp_today: int) -> dict[str, Any]:
-    streak = rules.Streak(
-        wallet.current_streak, wallet.longest_streak, wallet.last_activity_date, wallet.streak_freezes
-    )
+    streak = _streak_of(wallet)
     return {
         "xp_total": wallet.xp_total,
         "xp_today": xp_today,
@@ -143,95 +174,127 @@ def _lesson_xp_today(*, player_id: int, day: dt.date) -> int:
     return int(total or 0)
 
 
+def _replay_from_ledger(request: AwardRequest) -> AwardOutcome | None:
+    previous = LedgerEvent.objects.filter(idem_scope=request.idem_scope, idem_key=request.idem_key).first()
+    if previous is None:
+        return None
+    if previous.fingerprint != request.fingerprint:
+        raise _reused()
+    return AwardOutcome(previous.response_status or 201, previous.response_body or {}, replayed=True, path="database")
+
+
 @transaction.atomic
 def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
     """Redis is away: judge the award from the database alone (pending Redis events are out of reach)."""
     now = timezone.now()
     if request.rate_limit:
-        from memora_project import ratelimit
-
         limit, window = request.rate_limit
         verdict = ratelimit.local.hit(f"lesson:{request.player_id}", limit, window)
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
     PlayerWallet.objects.get_or_create(player_id=request.player_id)
     wallet = PlayerWallet.objects.select_for_update().get(player_id=request.player_id)
-    previous = LedgerEvent.objects.filter(idem_scope=request.idem_scope, idem_key=request.idem_key).first()
-    if previous is not None:
-        if previous.fingerprint != request.fingerprint:
-            raise _reused()
-        return AwardOutcome(
-            previous.response_status or 201, previous.response_body or {}, replayed=True, path="database"
-        )
-    day = request.local_day
+    replay = _replay_from_ledger(request)
+    if replay is not None:
+        return replay
+    today = request.local_day
     amount = request.base_amount
     capped = False
-    streak = rules.Streak(
-        wallet.current_streak, wallet.longest_streak, wallet.last_activity_date, wallet.streak_freezes
-    )
+    before = rules.streak_shown(_streak_of(wallet), today)
+    rows: list[LedgerEvent] = []
+
+    def add(kind: str, amount: int, day: dt.date, key: str, **extra: Any) -> LedgerEvent:
+        wallet.version += 1
+        row = LedgerEvent(
+            event_id=uuid.UUID(extra.pop("event_id")) if "event_id" in extra else uuid.uuid4(),
+            player_id=request.player_id,
+            kind=kind,
+            amount=amount,
+            accepted_at=now + dt.timedelta(microseconds=len(rows)),
+            local_day=day,
+            idem_scope=request.idem_scope,
+            idem_key=key,
+            fingerprint=request.fingerprint,
+            version=wallet.version,
+            xp_total_after=wallet.xp_total,
+            streak_after=wallet.current_streak,
+            longest_after=wallet.longest_streak,
+            last_day_after=wallet.last_activity_date,
+            freezes_after=wallet.streak_freezes,
+            break_after=wallet.streak_before_break,
+            actor=request.actor,
+            source="database",
+            **extra,
+        )
+        rows.append(row)
+        return row
+
     if request.kind == EventKind.LESSON:
-        # A day before the last activity day counts as that day (as on the Redis path).
-        if wallet.last_activity_date is not None and day < wallet.last_activity_date:
-            day = wallet.last_activity_date
-        repeat = LedgerEvent.objects.filter(
+        activity = rules.streak_after_activity(
+            _streak_of(wallet),
+            today,
+            every=settings.MEMORA_STREAK_FREEZE_EVERY,
+            max_freezes=settings.MEMORA_STREAK_FREEZE_MAX,
+        )
+        day = activity.day
+        new_day = wallet.last_activity_date is None or today > wallet.last_activity_date
+        for i, frozen in enumerate(activity.frozen_days, start=1):
+            wallet.streak_freezes -= 1
+            wallet.last_activity_date = frozen
+            add(EventKind.FREEZE_USED, 0, frozen, f"{request.idem_key}#freeze_used:{i}")
+        repeat = (not new_day) and LedgerEvent.objects.filter(
             player_id=request.player_id, local_day=day, kind=EventKind.LESSON, lesson_id=request.lesson_id
         ).exists()
         award = rules.apply_cap(
             base=amount,
-            earned_today=_lesson_xp_today(player_id=request.player_id, day=day),
+            earned_today=0 if new_day else _lesson_xp_today(player_id=request.player_id, day=day),
             repeat=repeat,
             cap=settings.MEMORA_XP_DAILY_CAP,
         )
         amount, capped = award.amount, award.capped
-        streak = rules.streak_after_activity(streak, day)
-    wallet.xp_total += amount
-    wallet.current_streak = streak.current
-    wallet.longest_streak = streak.longest
-    wallet.last_activity_date = streak.last_day
-    wallet.version += 1
-    wallet.generation += 1
-    today = request.local_day
+        wallet.xp_total += amount
+        final = activity.streak
+        _set_streak(wallet, replace(final, freezes=final.freezes - (1 if activity.freeze_earned else 0)))
+        main = add(EventKind.LESSON, amount, day, request.idem_key, event_id=event_id, lesson_id=request.lesson_id)
+        if activity.freeze_earned:
+            _set_streak(wallet, final)
+            add(EventKind.FREEZE_EARNED, 0, day, f"{request.idem_key}#freeze_earned")
+    elif request.kind == "restore":
+        restored = rules.streak_restore(_streak_of(wallet), today)
+        if restored is None:
+            raise _nothing_to_restore()
+        _set_streak(wallet, restored)
+        main = add(EventKind.STREAK_RESTORED, 0, today, request.idem_key, event_id=event_id)
+    else:
+        wallet.xp_total += amount
+        main = add(request.kind, amount, today, request.idem_key, event_id=event_id)
+    main.reason = request.reason
     xp_today = 0
     if wallet.last_activity_date is not None and wallet.last_activity_date >= today:
         xp_today = _lesson_xp_today(player_id=request.player_id, day=wallet.last_activity_date) + (
             amount if request.kind == EventKind.LESSON else 0
         )
-    body: dict[str, Any] = {"event_id": event_id, "xp_awarded": amount}
-    if request.kind == EventKind.LESSON:
-        body["capped"] = capped
+    body: dict[str, Any] = {"event_id": event_id}
+    if request.kind == "restore":
+        body.update(kind=EventKind.STREAK_RESTORED, streak_before=before)
+        body["streak_after"] = rules.streak_shown(_streak_of(wallet), today)
+    else:
+        body["xp_awarded"] = amount
+        if request.kind == EventKind.LESSON:
+            body["capped"] = capped
     body["wallet"] = _wallet_body(wallet, today=today, xp_today=xp_today)
+    main.response_status = 201
+    main.response_body = body
+    wallet.generation += 1
     try:
         with transaction.atomic():
-            LedgerEvent.objects.create(
-                event_id=uuid.UUID(event_id),
-                player_id=request.player_id,
-                kind=request.kind,
-                amount=amount,
-                lesson_id=request.lesson_id,
-                reason=request.reason,
-                accepted_at=now,
-                local_day=day,
-                idem_scope=request.idem_scope,
-                idem_key=request.idem_key,
-                fingerprint=request.fingerprint,
-                response_status=201,
-                response_body=body,
-                version=wallet.version,
-                xp_total_after=wallet.xp_total,
-                streak_after=wallet.current_streak,
-                longest_after=wallet.longest_streak,
-                last_day_after=wallet.last_activity_date,
-                freezes_after=wallet.streak_freezes,
-                source="database",
-            )
+            LedgerEvent.objects.bulk_create(rows)
     except IntegrityError:
         # The same key committed meanwhile on another path: answer as its replay.
-        previous = LedgerEvent.objects.get(idem_scope=request.idem_scope, idem_key=request.idem_key)
-        if previous.fingerprint != request.fingerprint:
-            raise _reused() from None
-        return AwardOutcome(
-            previous.response_status or 201, previous.response_body or {}, replayed=True, path="database"
-        )
+        replay = _replay_from_ledger(request)
+        if replay is None:
+            raise
+        return replay
     wallet.save()
     WalletOutbox.objects.create(player_id=request.player_id, generation=wallet.generation, created_at=now)
     transaction.on_commit(lambda: wallet_cache_sync(player_id=request.player_id))
@@ -277,6 +340,7 @@ def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> None:
             "longest": wallet.longest_streak,
             "last": wallet.last_activity_date,
             "freezes": wallet.streak_freezes,
+            "brk": wallet.streak_before_break,
             "ver": wallet.version,
         }
         newest = max(pending, key=lambda e: int(e["version"]), default=None)
@@ -286,6 +350,7 @@ def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> None:
                 longest=int(newest["longest_after"]),
                 last=dt.date.fromisoformat(newest["last_day_after"]) if newest["last_day_after"] else None,
                 freezes=int(newest["freezes_after"]),
+                brk=int(newest.get("break_after") or 0),
                 ver=int(newest["version"]),
             )
         versions = [int(e["version"]) for e in unflushed]
@@ -308,14 +373,13 @@ def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> None:
             "last": str(last.toordinal()) if last else "",
             "lastd": last.isoformat() if last else "",
             "freezes": str(state["freezes"]),
+            "brk": str(state["brk"]),
             "ver": str(state["ver"]),
             "day": open_day.isoformat(),
             "xpd": str(xp_today),
         }
         cutoff = now - dt.timedelta(seconds=settings.MEMORA_IDEMPOTENCY_TTL)
         records: dict[str, str] = {}
-        from wallets.idempotency import key_digest
-
         for row in LedgerEvent.objects.filter(
             player_id=player_id, accepted_at__gte=cutoff, idem_key__isnull=False
         ).only("idem_scope", "idem_key", "fingerprint", "response_status", "response_body"):
@@ -352,7 +416,9 @@ def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
         xp_today = _lesson_xp_today(player_id=player_id, day=last_day) if last_day and last_day >= today else 0
         return _wallet_body(wallet, today=today, xp_today=xp_today)
     last = dt.date.fromordinal(int(data["last"])) if data["last"] else None
-    streak = rules.Streak(int(data["streak"] or 0), int(data["longest"] or 0), last, int(data["freezes"] or 0))
+    streak = rules.Streak(
+        int(data["streak"] or 0), int(data["longest"] or 0), last, int(data["freezes"] or 0), int(data["brk"] or 0)
+    )
     return {
         "xp_total": int(data["xp"] or 0),
         "xp_today": int(data["xpd"] or 0) if data["day"] == today.isoformat() else 0,
@@ -377,6 +443,7 @@ class FlushSummary:
     statements: int = 0
     chunks: int = 0
     set_aside_players: list[int] = field(default_factory=list)
+    redis_unavailable: bool = False
 
 
 def _event_row(player_id: int, e: dict[str, Any]) -> LedgerEvent:
@@ -400,6 +467,8 @@ def _event_row(player_id: int, e: dict[str, Any]) -> LedgerEvent:
         longest_after=int(e["longest_after"]),
         last_day_after=dt.date.fromisoformat(e["last_day_after"]) if e.get("last_day_after") else None,
         freezes_after=int(e.get("freezes_after") or 0),
+        break_after=int(e.get("break_after") or 0),
+        actor=e.get("actor") or "",
         source="redis",
     )
 
@@ -493,6 +562,7 @@ def _write_chunk_transaction(decoded: dict[int, list[LedgerEvent]], summary: Flu
                 wallet.current_streak = min(wallet.current_streak, wallet.longest_streak)
                 wallet.last_activity_date = newest.last_day_after
                 wallet.streak_freezes = newest.freezes_after
+                wallet.streak_before_break = newest.break_after
                 wallet.version = newest.version
             changed.append(wallet)
         if new_rows:
@@ -507,6 +577,7 @@ def _write_chunk_transaction(decoded: dict[int, list[LedgerEvent]], summary: Flu
                     "longest_streak",
                     "last_activity_date",
                     "streak_freezes",
+                    "streak_before_break",
                     "version",
                     "updated_at",
                 ],
@@ -550,6 +621,24 @@ def wallet_flush(
     after_chunk: Any = None,
 ) -> FlushSummary:
     """Flush pending events to the database: claim, write, release, shard by shard."""
+    try:
+        return _wallet_flush(
+            player_ids=player_ids, dry_run=dry_run, trigger=trigger, progress=progress, after_chunk=after_chunk
+        )
+    except hotstate.RedisUnavailable as exc:
+        # Nothing can be claimed while Redis is away; its events wait there for the next run.
+        logger.warning("flush skipped: Redis unavailable (%s)", exc)
+        return FlushSummary(redis_unavailable=True)
+
+
+def _wallet_flush(
+    *,
+    player_ids: list[int] | None,
+    dry_run: bool,
+    trigger: str,
+    progress: Any,
+    after_chunk: Any,
+) -> FlushSummary:
     started = timezone.now()
     summary = FlushSummary()
     claim_id = uuid.uuid4().hex
@@ -649,6 +738,7 @@ def wallet_verify(*, fix: bool = False, player_ids: list[int] | None = None) -> 
                 current_streak=newest.streak_after,
                 last_activity_date=newest.last_day_after,
                 streak_freezes=newest.freezes_after,
+                streak_before_break=newest.break_after,
             )
         found = [
             Drift(wallet.player_id, name, getattr(wallet, name), value)
@@ -670,3 +760,28 @@ def wallet_verify(*, fix: bool = False, player_ids: list[int] | None = None) -> 
                 transaction.on_commit(lambda pid=pid: wallet_cache_sync(player_id=pid))  # type: ignore[misc]
         drifts += found
     return drifts
+
+
+def wallet_restore_streak(*, player_id: int, reason: str, caller: str, idem_key: str, actor: str) -> AwardOutcome:
+    """Support puts back the streak the last break reset: a ``streak_restored`` ledger event
+    through the award path, audited by its actor, reason and the streak before and after."""
+    profile = PlayerProfile.objects.filter(pk=player_id).first()
+    if profile is None:
+        raise ApiError("not_found", "No such player.", status=404)
+    from wallets import idempotency
+
+    return wallet_award(
+        request=AwardRequest(
+            player_id=player_id,
+            kind="restore",
+            base_amount=0,
+            local_day=local_day_for(profile=profile, at=timezone.now()),
+            idem_scope=idempotency.scope(caller=caller, endpoint="streak_restore", player_id=player_id),
+            idem_key=idem_key,
+            fingerprint=idempotency.fingerprint(
+                method="POST", route="streak_restore", path_params={"player_id": player_id}, body={"reason": reason}
+            ),
+            reason=reason,
+            actor=actor,
+        )
+    )

@@ -23,6 +23,8 @@ from wallets.serializers import (
     LessonCompleteOutput,
     ServiceAwardInput,
     ServiceAwardOutput,
+    StreakRestoreInput,
+    StreakRestoreOutput,
     WalletOutput,
 )
 
@@ -144,5 +146,31 @@ class ServiceAwardViewSet(viewsets.ViewSet):
                 fingerprint=idempotency.fingerprint(method="POST", route="wallet_award_xp", path_params={}, body=body),
                 reason=data.validated_data["reason"],
             )
+        )
+        return _respond(outcome)
+
+
+class StreakRestoreViewSet(viewsets.ViewSet):
+    permission_classes = [HasServiceScope]
+    required_scope = "restore_streak"
+
+    @extend_schema(
+        operation_id="streak_restore",
+        request=StreakRestoreInput,
+        parameters=idempotency_parameters(),
+        responses={201: StreakRestoreOutput, **error_responses(400, 401, 403, 404, 409, 415, 422, 429, 503)},
+        tags=["wallet"],
+    )
+    def create(self, request: Request, player_id: int) -> Response:
+        key = idempotency.key_from_header(request.META.get("HTTP_IDEMPOTENCY_KEY"))
+        data = StreakRestoreInput(data=json_object(request))
+        data.is_valid(raise_exception=True)
+        service = request.user
+        outcome = services.wallet_restore_streak(
+            player_id=int(player_id),
+            reason=data.validated_data["reason"],
+            caller=f"k:{service.pk}",
+            idem_key=key,
+            actor=f"service:{getattr(service, 'name', service.pk)}",
         )
         return _respond(outcome)
