@@ -155,6 +155,11 @@ def login_verify_credentials(*, username: str, password: str) -> PlayerProfile |
         if username
         else None
     )
+    if profile is not None and profile.user.username.lower() != username.lower():
+        # The collation also matches accented and full-width spellings ("amíra" finds "amira"),
+        # and each spelling has its own lockout counters: only the username itself, in any
+        # letter case, may log in.
+        profile = None
     if profile is None:
         check_password(password, _DUMMY_HASH)
         return None

@@ -135,6 +135,23 @@ def test_username_is_case_insensitive(api, student):
     assert response.json()["player"]["username"] == student.username
 
 
+@pytest.mark.parametrize("spelling", ["ámira", "amíra", "AMÍRA", "\uff41mira", "amira\u0301"])
+def test_only_the_username_itself_logs_in_not_a_lookalike(api, student_factory, spelling):
+    """MariaDB's collation matches accented spellings; each would have its own lockout."""
+    student = student_factory(username="amira", login=False)
+    assert_code(login(api, {"username": spelling, "password": student.password}), 401, "invalid_credentials")
+
+
+def test_a_lookalike_spelling_does_not_dodge_the_lockout(api, student_factory):
+    student = student_factory(username="amira", login=False)
+    for _ in range(10):
+        login(api, creds(student, "wrong password"))
+    assert_code(login(api, creds(student)), 429, "rate_limited")
+    for spelling in ["amíra", "ámira", "amirá", "AMİRA"]:
+        response = login(api, {"username": spelling, "password": student.password})
+        assert response.status_code in (401, 429), (spelling, response.content)
+
+
 def test_a_deactivated_account_cannot_log_in(api, student):
     user = get_user_model().objects.get(username=student.username)
     user.is_active = False
