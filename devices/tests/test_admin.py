@@ -41,6 +41,10 @@ def support_group_ensure() -> Group:
     state = MigrationExecutor(connection).loader.project_state(("devices", "0002_support_group"))
     with connection.schema_editor() as editor:
         migration.create_support_group(state.apps, editor)
+    wallets = importlib.import_module("wallets.migrations.0003_support_restores_streaks")
+    state = MigrationExecutor(connection).loader.project_state(("wallets", "0003_support_restores_streaks"))
+    with connection.schema_editor() as editor:
+        wallets.grant(state.apps, editor)
     return Group.objects.get(name="Support")
 
 
@@ -87,6 +91,9 @@ def test_support_group_holds_only_what_support_needs():
         ("devices", "change_authorizeddevice"),
         ("devices", "view_playersession"),
         ("devices", "view_deviceauditentry"),
+        ("wallets", "view_playerwallet"),
+        ("wallets", "change_playerwallet"),  # the streak restore action
+        ("wallets", "view_ledgerevent"),
     }
 
 
