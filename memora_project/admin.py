@@ -42,8 +42,8 @@ class RestoreStreakForm(forms.Form):
 
 
 class StudentOverviewAdmin(StudentAdmin):
-    actions = (*StudentAdmin.actions, "restore_streak")
-    list_display = (*StudentAdmin.list_display, "overview_link")
+    actions: tuple[str, ...] = (*StudentAdmin.actions, "restore_streak")  # type: ignore[assignment]
+    list_display: tuple[str, ...] = (*StudentAdmin.list_display, "overview_link")  # type: ignore[assignment]
 
     @admin.display(description="overview")
     def overview_link(self, obj: PlayerProfile) -> str:
