@@ -95,6 +95,11 @@ def write(*, player_id: int, generation: int, ttl: int, fields: dict[str, Any]) 
     return bool(hotstate.call(lambda r: _write(r, [auth_key(player_id)], [generation, ttl, payload])))
 
 
+def forget(*, player_id: int) -> None:
+    """Drop the student's copy (the student was deleted); raises RedisUnavailable."""
+    hotstate.call(lambda r: r.delete(auth_key(player_id)))
+
+
 def pop_seen(shards: range, batch: int) -> dict[int, list[int]]:
     """Take up to ``batch`` due students from each shard's seen set."""
 

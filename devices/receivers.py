@@ -1,13 +1,13 @@
 """Saving a user ends their sessions when the password changed or the account was deactivated,
 whatever the path (admin, ``changepassword``, shell); a profile's timezone change refreshes the
-cached copy."""
+cached copy; deleting a student drops it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from devices import services
@@ -41,6 +41,11 @@ def end_sessions_on_credential_change(sender: Any, instance: Any, created: bool,
         services.session_end_all(player_id=player_id, reason=EndReason.DEACTIVATED)
     elif previous["password"] != instance.password:
         services.session_end_all(player_id=player_id, reason=EndReason.PASSWORD_CHANGED)
+
+
+@receiver(post_delete, sender=PlayerProfile, dispatch_uid="devices.profile_deleted")
+def forget_deleted_player(sender: Any, instance: PlayerProfile, **kwargs: Any) -> None:
+    services.player_deleted(player_id=instance.pk)
 
 
 @receiver(profile_changed, dispatch_uid="devices.profile_changed")

@@ -67,6 +67,12 @@ def auth_cache_sync(*, player_id: int) -> bool:
     """Rebuild the student's Redis copy from the database; True if Redis now holds it."""
     snapshot = selectors.cache_snapshot(player_id=player_id)
     if snapshot is None:
+        # The student was deleted: nothing may answer for them from Redis any more.
+        try:
+            cache.forget(player_id=player_id)
+        except hotstate.RedisUnavailable as exc:
+            logger.warning("auth cache of deleted player %s left to expire: %s", player_id, exc)
+            return False
         CacheOutbox.objects.filter(player_id=player_id).delete()
         return True
     generation, fields = snapshot
@@ -344,6 +350,12 @@ def device_allow(*, device_pk: int, actor: User | None, reason: str = "") -> boo
     )
     _bump(player_id=device.player_id, now=now)
     return True
+
+
+def player_deleted(*, player_id: int) -> None:
+    """The student is being deleted (inside that transaction): drop the cached copy after commit,
+    so that a live session's token stops working on its next request."""
+    transaction.on_commit(lambda: auth_cache_sync(player_id=player_id))
 
 
 def player_profile_changed(*, player_id: int) -> None:

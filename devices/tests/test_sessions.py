@@ -317,3 +317,15 @@ def test_a_login_never_rewrites_the_stored_hash(student):
     assert student.get(SESSION).json() == REPLACED
     assert tablet.get(SESSION).status_code == 200
     assert not PlayerSession.objects.filter(player_id=student.player_id, end_reason="password_changed").exists()
+
+
+# --- a deleted account ------------------------------------------------------------------------------
+
+
+def test_a_deleted_account_is_refused_on_its_next_request(student, hot_path):
+    """A superuser may delete the user (support cannot): the cached session must not outlive it."""
+    user_of(student).delete()
+    for path in (SESSION, "/api/v1/profile/", "/api/v1/devices/"):
+        response = student.get(path)
+        assert response.status_code == 401, (path, response.content)
+        assert response.json()["code"] == "not_authenticated"
