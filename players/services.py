@@ -70,9 +70,10 @@ def player_update_profile(*, player_id: int, data: dict[str, Any]) -> PlayerProf
             raise validation_error({"timezone": [f"Unknown time zone '{requested}'."]})
         cooldown = dt.timedelta(seconds=settings.MEMORA_TIMEZONE_CHANGE_COOLDOWN)
         if profile.timezone_changed_at and now < profile.timezone_changed_at + cooldown:
+            days = settings.MEMORA_TIMEZONE_CHANGE_COOLDOWN // 86400
             raise ApiError(
                 "timezone_change_cooldown",
-                "You can change your time zone once every 7 days.",
+                f"You can change your time zone once every {days} days.",
                 status=403,
                 next_allowed_at=(profile.timezone_changed_at + cooldown).isoformat().replace("+00:00", "Z"),
             )

@@ -153,7 +153,7 @@ def test_a_second_change_within_seven_days_is_refused(student_factory):
         assert student.get("/api/v1/session/").status_code == 200
         body = assert_code(student.patch(URL, {"timezone": "Asia/Tokyo"}), 403, "timezone_change_cooldown")
         assert body["next_allowed_at"] == "2026-12-03T09:00:00Z"
-        assert body["detail"]
+        assert body["detail"] == "You can change your time zone once every 7 days."
         # Asking again for the zone already pending or current is not a change.
         assert student.patch(URL, {"timezone": "Europe/Paris"}).status_code == 200
         # The refusal changed nothing.
@@ -194,3 +194,17 @@ def test_the_session_check_knows_the_pending_zone(student_factory):
         assert (cached["tz"], cached["tzp"]) == ("Africa/Cairo", "Europe/Paris")
         assert float(cached["tze"]) == at("2026-11-26T22:00:00").timestamp()
         assert json.loads(json.dumps(cached))  # plain strings only
+
+
+def test_the_cooldown_follows_its_setting(student_factory, settings):
+    settings.MEMORA_TIMEZONE_CHANGE_COOLDOWN = 3 * 24 * 3600
+    with time_machine.travel(at("2026-11-26T09:00:00"), tick=False) as traveller:
+        student = student_factory(timezone="Africa/Cairo")
+        assert student.patch(URL, {"timezone": "Europe/Paris"}).status_code == 200
+        traveller.move_to(at("2026-11-28T09:00:00"))
+        body = assert_code(student.patch(URL, {"timezone": "Asia/Tokyo"}), 403, "timezone_change_cooldown")
+        assert body == {
+            "code": "timezone_change_cooldown",
+            "detail": "You can change your time zone once every 3 days.",
+            "next_allowed_at": "2026-11-29T09:00:00Z",
+        }
