@@ -64,6 +64,9 @@ ODD_HEADERS = [
     {"HTTP_X_FORWARDED_FOR": "\xff, \x00, 1.2.3.4"},
     {"REMOTE_ADDR": "not an address"},
     {"CONTENT_LENGTH": "abc"},
+    {"CONTENT_LENGTH": "-1"},
+    {"CONTENT_LENGTH": "1"},
+    {"CONTENT_LENGTH": "0"},
     {"HTTP_ACCEPT": "text/html"},
 ]
 

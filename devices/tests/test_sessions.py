@@ -329,3 +329,19 @@ def test_a_deleted_account_is_refused_on_its_next_request(student, hot_path):
         response = student.get(path)
         assert response.status_code == 401, (path, response.content)
         assert response.json()["code"] == "not_authenticated"
+
+
+def test_the_session_body_is_the_same_on_both_paths(student_factory, settings):
+    student = student_factory(login=False)
+    assert student.login(device_name="Amira's phone", platform="android").status_code == 200
+    cached = student.get(SESSION).json()
+    settings.MEMORA_HOT_STATE = "database"
+    from_database = student.get(SESSION).json()
+    assert set(cached) == {"device", "started_at", "expires_at", "last_seen_at"}
+    assert cached["device"] == {"device_id": student.device_id, "name": "Amira's phone", "platform": "android"}
+    for body in (cached, from_database):
+        for field in ("started_at", "expires_at", "last_seen_at"):
+            assert body[field].endswith("Z")
+    assert {k: v for k, v in from_database.items() if k != "last_seen_at"} == {
+        k: v for k, v in cached.items() if k != "last_seen_at"
+    }
