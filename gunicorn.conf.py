@@ -25,3 +25,11 @@ def post_fork(server: object, worker: object) -> None:
     from memora_project import reconciler
 
     reconciler.ensure_started()
+
+
+def child_exit(server: object, worker: object) -> None:
+    # A dead worker's live gauges leave the multiprocess metrics (its counters stay counted).
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

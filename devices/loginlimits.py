@@ -52,7 +52,7 @@ def login_ip_check(*, ip: str) -> None:
     limit, window = settings.MEMORA_RATE_LOGIN_IP
     verdict = ratelimit.hit("login_ip", ip, limit=limit, window=window)
     if not verdict.allowed:
-        raise rate_limited(verdict.retry_after)
+        raise rate_limited(verdict.retry_after, scope="login_ip")
 
 
 def login_lock_check(*, user_key: str, ip: str) -> None:
@@ -65,7 +65,7 @@ def login_lock_check(*, user_key: str, ip: str) -> None:
     else:
         wait = int(wait_ms) / 1000.0
     if wait > 0:
-        raise rate_limited(wait)
+        raise rate_limited(wait, scope="login_lockout")
 
 
 def _database_lock_wait(*, user_key: str, ip: str) -> float:

@@ -6,12 +6,14 @@ through DRF's one exception handler and the schema shows the security scheme.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
 from devices import verification
+from memora_project import metrics
 from memora_project.errors import api_error_for
 
 
@@ -36,6 +38,7 @@ class DeviceSessionMiddleware:
         authorization = request.META.get("HTTP_AUTHORIZATION")
         if authorization and authorization.startswith("Api-Key "):
             return None  # a service key skips the device steps
+        started = time.perf_counter()
         try:
             request.memora_principal = verification.verify(  # type: ignore[attr-defined]
                 authorization=authorization, device_header=request.META.get("HTTP_X_DEVICE_ID")
@@ -47,4 +50,6 @@ class DeviceSessionMiddleware:
             if error is None:
                 raise
             request.memora_auth_error = error  # type: ignore[attr-defined]
+        finally:
+            metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)
         return None

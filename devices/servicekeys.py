@@ -90,7 +90,7 @@ def service_key_verify(*, raw: str) -> ServicePrincipal | None:
         if principal is not None:
             verdict = ratelimit.local.hit(f"svc:{principal.key_id}", limit, window)
             if not verdict.allowed:
-                raise rate_limited(verdict.retry_after) from None
+                raise rate_limited(verdict.retry_after, scope="service_key") from None
         return principal
     if cached:
         data = json.loads(cached)
@@ -103,5 +103,5 @@ def service_key_verify(*, raw: str) -> ServicePrincipal | None:
         with contextlib.suppress(hotstate.RedisUnavailable):
             hotstate.call(lambda r: r.set(_cache_key(digest), payload, ex=CACHE_TTL))
     if int(count) > limit:
-        raise rate_limited(int(ttl_ms) / 1000.0)
+        raise rate_limited(int(ttl_ms) / 1000.0, scope="service_key")
     return principal

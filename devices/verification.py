@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from devices import cache, services, tokens
 from devices.models import PlayerSession
-from memora_project import hotstate
+from memora_project import hotstate, metrics
 from memora_project.errors import ApiError, not_authenticated
 from players.principals import PlayerPrincipal
 
@@ -82,6 +82,8 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
     except hotstate.RedisUnavailable:
         return verify_database(player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id)
     status = result[0]
+    if status != "miss":
+        metrics.VERIFY_TOTAL.labels(path="cache").inc()
     if status == "ok":
         sid, started, expires, seen, dname, plat, tz, tzp, tze, uid = result[1:11]
         return PlayerPrincipal(
@@ -117,6 +119,7 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
 
 
 def verify_database(*, player_id: int, token_digest: str, device_id: str, rebuild: bool = False) -> PlayerPrincipal:
+    metrics.VERIFY_TOTAL.labels(path="database").inc()
     session = (
         PlayerSession.objects.select_related("device", "player")
         .filter(token_digest=token_digest, player_id=player_id)

@@ -15,9 +15,13 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
+from memora_project import metrics
+
 
 class ApiError(Exception):
     """An answer the API gives on purpose: a stable ``code``, a status and optional extra fields."""
+
+    metric_scope: str | None = None
 
     def __init__(
         self,
@@ -63,8 +67,11 @@ def service_unavailable(retry_after: int = 5) -> ApiError:
     )
 
 
-def rate_limited(retry_after: float) -> ApiError:
-    return ApiError("rate_limited", "Too many attempts. Try again later.", status=429, retry_after=retry_after)
+def rate_limited(retry_after: float, *, scope: str = "other") -> ApiError:
+    """429 with Retry-After; ``scope`` names the limit for /metrics and never reaches the body."""
+    error = ApiError("rate_limited", "Too many attempts. Try again later.", status=429, retry_after=retry_after)
+    error.metric_scope = scope
+    return error
 
 
 def _flatten(detail: Any) -> dict[str, list[str]]:
@@ -136,6 +143,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     error = api_error_for(exc)
     if error is None:
         return None
+    if error.metric_scope is not None:
+        metrics.RATE_LIMITED.labels(scope=error.metric_scope).inc()
     return Response(error.body(), status=error.status, headers=error.headers())
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from devices.models import CacheOutbox
 from memora_project import hotstate
+from memora_project import metrics as memora_metrics
 from wallets import cache as wallet_cache
 from wallets.models import FlushRun, WalletOutbox
 
 _migrations_ok = False
+# The classic text format that generate_latest writes (and that CONTRACT.md names).
+PROMETHEUS_TEXT = CONTENT_TYPE_PLAIN_0_0_4
 logger = logging.getLogger(__name__)
 
 
@@ -142,3 +149,37 @@ def status(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"status": "unavailable", "checks": checks}, status=503)
     overall = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
     return JsonResponse({"status": overall, "checks": checks})
+
+
+class ScrapeTimeCollector:
+    """Figures that live in Redis or the database, read when Prometheus scrapes."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pending = GaugeMetricFamily(
+            "memora_pending_events", "Events accepted in Redis and not yet in the database (at risk if Redis died now)."
+        )
+        oldest = GaugeMetricFamily(
+            "memora_oldest_unflushed_event_age_seconds", "Age of the oldest event not yet in the database."
+        )
+        try:
+            count, first = wallet_cache.pending_stats(range(settings.MEMORA_REDIS_SHARDS))
+            pending.add_metric([], count)
+            oldest.add_metric([], 0 if first is None else max(time.time() - first, 0))
+        except hotstate.RedisUnavailable:
+            pass
+        yield pending
+        yield oldest
+        outbox = GaugeMetricFamily("memora_outbox_students", "Students whose Redis copy awaits a rebuild.")
+        with contextlib.suppress(DatabaseError):
+            outbox.add_metric(
+                [],
+                CacheOutbox.objects.values("player_id").distinct().count()
+                + WalletOutbox.objects.values("player_id").distinct().count(),
+            )
+        yield outbox
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    if not _authorized(request):
+        return JsonResponse({"code": "not_authenticated", "detail": "The metrics token is required."}, status=401)
+    return HttpResponse(memora_metrics.exposition(ScrapeTimeCollector()), content_type=PROMETHEUS_TEXT)

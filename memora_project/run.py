@@ -17,6 +17,7 @@ import ctypes
 import http.client
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -196,6 +197,13 @@ def main() -> int:
     env.setdefault("MEMORA_METRICS_TOKEN", LOCAL_METRICS_TOKEN)
     if not env.get("DJANGO_SECRET_KEY"):
         env["DJANGO_SECRET_KEY"] = _persistent_secret(var_dir / "secret_key")
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every gunicorn worker and the Celery worker write their metrics here; /metrics adds them
+        # up. Emptied at each start: counters begin again with the service.
+        metrics_dir = var_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     port = int(env.setdefault("PORT", "8000"))
     if not _port_is_free(port):
         print(f"memora: port {port} is in use on 127.0.0.1; choose another with PORT=...", file=sys.stderr)

@@ -25,6 +25,7 @@ urlpatterns = [
     path("healthz", probes.healthz),
     path("readyz", probes.readyz),
     path("status", probes.status),
+    path("metrics", probes.metrics),
     path("admin/", admin.site.urls),
 ]
 

@@ -68,7 +68,7 @@ class RegisterViewSet(viewsets.ViewSet):
         limit, window = settings.MEMORA_RATE_REGISTER_IP
         verdict = ratelimit.hit("register_ip", client_ip(request), limit=limit, window=window)
         if not verdict.allowed:
-            raise rate_limited(verdict.retry_after)
+            raise rate_limited(verdict.retry_after, scope="register_ip")
         data = RegisterInput(data=body)
         data.is_valid(raise_exception=True)
         profile = services.player_register(

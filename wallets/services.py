@@ -19,7 +19,7 @@ from django.db import DatabaseError, IntegrityError, OperationalError, transacti
 from django.db.models import Sum
 from django.utils import timezone
 
-from memora_project import hotstate, ratelimit
+from memora_project import hotstate, metrics, ratelimit
 from memora_project.errors import ApiError, rate_limited, service_unavailable
 from players import timezones
 from players.models import PlayerProfile
@@ -123,13 +123,14 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         return _award_database(request=request, event_id=event_id)
     status = result[0]
     if status == "ok":
+        metrics.AWARDS_TOTAL.labels(path="cache").inc()
         return AwardOutcome(201, json.loads(result[1]), replayed=False, path="cache")
     if status == "replay":
         return AwardOutcome(int(result[1]), json.loads(result[2]), replayed=True, path="cache")
     if status == "conflict":
         raise _reused()
     if status == "limited":
-        raise rate_limited(int(result[1]) / 1000.0)
+        raise rate_limited(int(result[1]) / 1000.0, scope="lessons_player")
     if status == "nothing":
         raise _nothing_to_restore()
     raise RuntimeError(f"unexpected award result {status!r}")
@@ -191,7 +192,7 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
         limit, window = request.rate_limit
         verdict = ratelimit.local.hit(f"lesson:{request.player_id}", limit, window)
         if not verdict.allowed:
-            raise rate_limited(verdict.retry_after)
+            raise rate_limited(verdict.retry_after, scope="lessons_player")
     PlayerWallet.objects.get_or_create(player_id=request.player_id)
     wallet = PlayerWallet.objects.select_for_update().get(player_id=request.player_id)
     replay = _replay_from_ledger(request)
@@ -298,6 +299,7 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
     wallet.save()
     WalletOutbox.objects.create(player_id=request.player_id, generation=wallet.generation, created_at=now)
     transaction.on_commit(lambda: wallet_cache_sync(player_id=request.player_id))
+    transaction.on_commit(metrics.AWARDS_TOTAL.labels(path="database").inc)
     return AwardOutcome(201, body, replayed=False, path="database")
 
 
@@ -592,6 +594,7 @@ def _write_chunk_transaction(decoded: dict[int, list[LedgerEvent]], summary: Flu
             statements += 1
     summary.students += len(pids)
     summary.events += len(new_rows)
+    metrics.WALLET_WRITES_AVOIDED.inc(max(len(new_rows) - len(changed), 0))
     summary.statements += statements
     summary.chunks += 1
     for pid in rebuild:
@@ -640,6 +643,7 @@ def _wallet_flush(
     after_chunk: Any,
 ) -> FlushSummary:
     started = timezone.now()
+    clock = time.monotonic()
     summary = FlushSummary()
     claim_id = uuid.uuid4().hex
     chunk_size = settings.MEMORA_FLUSH_CHUNK
@@ -696,6 +700,8 @@ def _wallet_flush(
                     batch, batch_size = {}, 0
     if batch:
         process(batch)
+    if not dry_run:
+        metrics.FLUSH_SECONDS.observe(time.monotonic() - clock)
     if not dry_run and (summary.students or player_ids is None):
         FlushRun.objects.create(
             started_at=started,

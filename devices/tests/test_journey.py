@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -198,6 +199,15 @@ def test_make_run_embedded_mode_serves_a_student_and_stops_every_process(tmp_pat
         status, body = first.call("GET", "/status", Authorization=f"Bearer {LOCAL_METRICS_TOKEN}")
         assert status == 200, body
         assert body["checks"]["redis"]["maxmemory_policy"] == "noeviction"
+        # /metrics adds up every gunicorn worker (prometheus-client's multiprocess mode).
+        scrape = http.client.HTTPConnection("127.0.0.1", first.port, timeout=10)
+        scrape.request("GET", "/metrics", headers={"Authorization": f"Bearer {LOCAL_METRICS_TOKEN}"})
+        response = scrape.getresponse()
+        text = response.read().decode()
+        scrape.close()
+        assert response.status == 200
+        assert 'memora_awards_total{path="cache"} 1.0' in text
+        assert re.search(r"^memora_pending_events [01]\.0$", text, re.M), text[-3000:]
 
         first.stop_and_check_everything_is_gone()
     finally:
