@@ -194,13 +194,14 @@ def test_a_wrong_password_leaves_the_live_session_alone(student):
 
 
 def test_ten_failures_lock_the_username_on_this_address_even_for_the_right_password(api, student, settings):
-    settings.MEMORA_LOGIN_LOCK_SECONDS = 1
+    # A short lock, so that its expiry is observed; long enough for the checks below on a busy machine.
+    settings.MEMORA_LOGIN_LOCK_SECONDS = 3
     for _ in range(10):
         assert_code(login(api, creds(student, "wrong password")), 401, "invalid_credentials")
     locked = login(api, creds(student))
     body = assert_code(locked, 429, "rate_limited")
-    assert body["retry_after"] == 1
-    assert locked["Retry-After"] == "1"
+    assert body["retry_after"] in (1, 2, 3)
+    assert locked["Retry-After"] == str(body["retry_after"])
     # Any spelling of the username is the same lock.
     assert_code(login(api, {**creds(student), "username": student.username.upper()}), 429, "rate_limited")
     # Another address is not locked.
