@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy
+	DJANGO_DEBUG=1 $(VENV)/bin/mypy
 
 TEST_DATABASE_URL ?= mysql://root@127.0.0.1:3306/memora
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
