@@ -43,7 +43,8 @@ typecheck: $(STAMP)
 	DJANGO_DEBUG=1 $(VENV)/bin/mypy
 
 TEST_DATABASE_URL ?= mysql://root@127.0.0.1:3306/memora
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+# Logical database 1: the tests never scan through what a benchmark or `make run` left in 0.
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
 pytest: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
@@ -51,6 +52,15 @@ pytest: $(STAMP)
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The benchmarks of DESIGN.md's numbers on their own database (memora_bench) and Redis key prefix
+# (membench); writes docs/BENCHMARKS.md. About 15 minutes; BENCH_BIG=1 adds the 100k growth point,
+# BENCH_PARTS picks parts (verification load flush growth report), BENCH_ARGS go to each part.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get install -y -q wrk >/dev/null || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q wrk >/dev/null; }; }
+	DJANGO_SETTINGS_MODULE=bench.settings $(PY) bench/run.py $(BENCH_PARTS) $(if $(BENCH_BIG),--big) $(if $(BENCH_ARGS),-- $(BENCH_ARGS))
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

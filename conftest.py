@@ -29,7 +29,7 @@ def redis_namespace(settings: Any) -> Iterator[str]:
     # A fault test may have pointed the app at a private redis-server it already stopped.
     with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
         client = hotstate.connection()
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
         if keys:
             client.delete(*keys)
 

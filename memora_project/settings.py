@@ -6,9 +6,11 @@ outside debug mode.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -250,6 +252,12 @@ MEMORA_RATE_REGISTER_IP = (env.int("MEMORA_RATE_REGISTER_IP", default=20), 3600)
 MEMORA_RATE_LESSONS_PLAYER = (env.int("MEMORA_RATE_LESSONS_PLAYER", default=60), 60)
 MEMORA_RATE_SERVICE_KEY = (env.int("MEMORA_RATE_SERVICE_KEY", default=100), 1)
 MEMORA_TRUSTED_PROXIES = env.list("MEMORA_TRUSTED_PROXIES", default=[])
+for _proxy in MEMORA_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy.strip(), strict=False)
+    except ValueError as _exc:
+        # Fail at start, not with a 500 on every request.
+        raise ImproperlyConfigured(f"MEMORA_TRUSTED_PROXIES: {_proxy!r} is not an address or network") from _exc
 
 MEMORA_METRICS_TOKEN = env.str("MEMORA_METRICS_TOKEN", default="")
 # The reconciler thread rebuilds students listed in the outbox once Redis answers again.

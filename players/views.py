@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from memora_project import ratelimit
 from memora_project.clientip import client_ip
-from memora_project.errors import rate_limited, validation_error
+from memora_project.errors import ApiError, rate_limited, validation_error
 from memora_project.openapi import error_responses
 from players import selectors, services
 from players.permissions import current_student
@@ -65,6 +65,9 @@ class RegisterViewSet(viewsets.ViewSet):
     )
     def create(self, request: Request) -> Response:
         body = json_object(request)
+        if not settings.MEMORA_REGISTRATION_OPEN:
+            # Closed is closed, whatever the body says (the service checks again, for other callers).
+            raise ApiError("registration_closed", "Registration is closed.", status=403)
         limit, window = settings.MEMORA_RATE_REGISTER_IP
         verdict = ratelimit.hit("register_ip", client_ip(request), limit=limit, window=window)
         if not verdict.allowed:

@@ -203,3 +203,9 @@ def test_parallel_registrations_of_one_name_create_one_student(api):
     results = run_in_threads(6, work)
     assert sorted(results) == [201] + [400] * 5, results
     assert get_user_model().objects.count() == 1
+
+
+def test_registration_closed_wins_over_an_invalid_body(api, settings):
+    settings.MEMORA_REGISTRATION_OPEN = False
+    response = api.post(URL, {"username": "x"}, format="json")
+    assert (response.status_code, response.json()["code"]) == (403, "registration_closed")
