@@ -6,16 +6,18 @@ not run the award): ledger + wallet in one transaction, the idempotency key uniq
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, OperationalError, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -120,7 +122,8 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         if not exc.certainly_not_run:
             # Sent, maybe run: the client's retry with the same key settles it.
             raise service_unavailable(1) from exc
-        return _award_database(request=request, event_id=event_id)
+        with _key_in_flight(key_digest(request.idem_scope, request.idem_key)):
+            return _award_database(request=request, event_id=event_id)
     status = result[0]
     if status == "ok":
         metrics.AWARDS_TOTAL.labels(path="cache").inc()
@@ -182,6 +185,28 @@ def _replay_from_ledger(request: AwardRequest) -> AwardOutcome | None:
     if previous.fingerprint != request.fingerprint:
         raise _reused()
     return AwardOutcome(previous.response_status or 201, previous.response_body or {}, replayed=True, path="database")
+
+
+@contextlib.contextmanager
+def _key_in_flight(digest: str) -> Iterator[None]:
+    """On the database path, a second request with a key whose first request is still running
+    answers 409 (a MariaDB named lock; on the Redis path one Lua call leaves no such window)."""
+    if connection.vendor != "mysql":
+        yield
+        return
+    name = f"memora-idem-{digest}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [name])
+        (acquired,) = cursor.fetchone()
+    if acquired != 1:
+        raise ApiError(
+            "idempotency_in_progress", "The first request with this Idempotency-Key is still running.", status=409
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
 
 
 @transaction.atomic

@@ -121,3 +121,29 @@ def test_student_cannot_use_the_service_endpoint(student):
     )
     assert response.status_code == 403
     assert response.json()["code"] == "permission_denied"
+
+
+def test_a_retry_while_the_first_request_runs_is_409_on_the_database_path(student, settings):
+    import MySQLdb
+    from django.db import connection
+
+    from wallets.idempotency import key_digest, scope
+
+    settings.MEMORA_HOT_STATE = "database"
+    digest = key_digest(
+        scope(caller=f"p:{student.player_id}", endpoint="lesson_complete", player_id=student.player_id), "k-slow"
+    )
+    db = connection.settings_dict
+    first = MySQLdb.connect(host=db["HOST"] or "127.0.0.1", port=int(db["PORT"] or 3306), user=db["USER"])
+    try:
+        # The first request with this key holds its lock (it is still running).
+        cursor = first.cursor()
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [f"memora-idem-{digest}"])
+        assert cursor.fetchone() == (1,)
+        busy = complete(student, "slow-lesson", key="k-slow")
+        assert (busy.status_code, busy.json()["code"]) == (409, "idempotency_in_progress")
+        assert complete(student, "other-lesson", key="k-other").status_code == 201  # other keys go on
+    finally:
+        first.close()
+    assert complete(student, "slow-lesson", key="k-slow").status_code == 201
+    assert complete(student, "slow-lesson", key="k-slow")["Idempotent-Replayed"] == "true"
