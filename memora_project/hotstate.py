@@ -7,6 +7,7 @@ run the command) or must answer 503 (a timeout after the command was sent).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from django.conf import settings
 from django_redis import get_redis_connection
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 _CERTAIN_REJECTIONS = ("OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN")
 
@@ -60,6 +62,11 @@ class CircuitBreaker:
                 self._open_until = time.monotonic() + self.reset_seconds
 
     @property
+    def failing(self) -> bool:
+        with self._lock:
+            return self._consecutive > 0
+
+    @property
     def is_open(self) -> bool:
         with self._lock:
             return self._consecutive >= self.failures
@@ -73,7 +80,9 @@ _recovery_listeners: list[Callable[[], None]] = []
 
 
 def on_recovery(listener: Callable[[], None]) -> None:
-    """Run ``listener`` (cheap, non-blocking) whenever Redis answers after a failure."""
+    """Run ``listener`` whenever Redis answers again after a failure, before the call that found
+    it answering goes on (so it must be quick: the outbox reconciler is one indexed query when
+    there is nothing to do)."""
     _recovery_listeners.append(listener)
 
 
@@ -99,14 +108,23 @@ def classify(exc: Exception) -> RedisUnavailable:
 
 
 def call(fn: Callable[[redis.Redis], T]) -> T:
-    """Run ``fn`` against Redis through the breaker; map any Redis failure onto RedisUnavailable."""
+    """Run ``fn`` against Redis through the breaker; map any Redis failure onto RedisUnavailable.
+
+    After a failure, the first call that finds Redis answering (a PING) runs the recovery
+    listeners before its own command: Redis may be back from an old AOF file or empty, and the
+    outbox reconciler must rebuild what changed meanwhile before this process trusts it again.
+    """
     if database_only():
         raise RedisUnavailable("MEMORA_HOT_STATE=database", certainly_not_run=True)
     if not breaker.allow():
         raise RedisUnavailable("circuit breaker open", certainly_not_run=True)
-    was_failing = breaker.is_open or breaker._consecutive > 0
     try:
-        result = fn(connection())
+        client = connection()
+        if breaker.failing:
+            client.ping()
+            breaker.record_success()
+            _recover()
+        result = fn(client)
     except redis.ResponseError as exc:
         error = classify(exc)
         if error.certainly_not_run:
@@ -118,10 +136,15 @@ def call(fn: Callable[[redis.Redis], T]) -> T:
         breaker.record_failure()
         raise classify(exc) from exc
     breaker.record_success()
-    if was_failing:
-        for listener in list(_recovery_listeners):
-            listener()
     return result
+
+
+def _recover() -> None:
+    for listener in list(_recovery_listeners):
+        try:
+            listener()
+        except Exception:  # the database may be away too: the reconciler thread tries again
+            logger.warning("recovery listener failed", exc_info=True)
 
 
 def shard_of(player_id: int) -> int:

@@ -65,8 +65,20 @@ def _loop() -> None:
         connections.close_all()
 
 
-def _wake_up() -> None:
-    _wake.set()
+_recovering = threading.local()
+
+
+def _recover_now() -> None:
+    """Redis answers again: rebuild the outbox's students before this process trusts Redis (and
+    wake the thread, which keeps going if the outbox is longer than one round)."""
+    if getattr(_recovering, "active", False):
+        return
+    _recovering.active = True
+    try:
+        reconcile_outbox()
+    finally:
+        _recovering.active = False
+        _wake.set()
 
 
 def ensure_started() -> None:
@@ -81,8 +93,8 @@ def ensure_started() -> None:
         _stop.clear()
         _thread = threading.Thread(target=_loop, name="memora-reconciler", daemon=True)
         _thread.start()
-        if _wake_up not in hotstate._recovery_listeners:
-            hotstate.on_recovery(_wake_up)
+        if _recover_now not in hotstate._recovery_listeners:
+            hotstate.on_recovery(_recover_now)
 
 
 def stop() -> None:
