@@ -118,12 +118,17 @@ def call(fn: Callable[[redis.Redis], T]) -> T:
         raise RedisUnavailable("MEMORA_HOT_STATE=database", certainly_not_run=True)
     if not breaker.allow():
         raise RedisUnavailable("circuit breaker open", certainly_not_run=True)
-    try:
-        client = connection()
-        if breaker.failing:
+    client = connection()
+    if breaker.failing:
+        try:
             client.ping()
-            breaker.record_success()
-            _recover()
+        except (redis.RedisError, OSError) as exc:
+            breaker.record_failure()
+            # Only the PING was sent: the caller's command certainly did not run.
+            raise RedisUnavailable(str(exc), certainly_not_run=True) from exc
+        breaker.record_success()
+        _recover()
+    try:
         result = fn(client)
     except redis.ResponseError as exc:
         error = classify(exc)

@@ -15,12 +15,16 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import connections
+from django.utils import timezone
 
 from conftest import Student
 from devices import cache as device_cache
 from devices import tokens
 from memora_project import hotstate, reconciler
+from memora_project.errors import ApiError
 from memora_project.tests.redisproc import RedisProcess, free_port
+from wallets import idempotency
+from wallets import services as wallet_services
 from wallets.models import LedgerEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -172,17 +176,35 @@ def test_partition_redis_never_lost_its_data(student_factory, private_redis, poi
 
 def test_award_timeout_after_sending_is_503_and_the_retry_settles(student, private_redis):
     assert lesson(student, "warm", "k0").status_code == 201
-    admin = private_redis.client()
-    admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
-    paused = lesson(student, "algebra", "k-timeout")
-    assert paused.status_code == 503
-    assert paused.json()["code"] == "service_unavailable"
-    assert int(paused["Retry-After"]) >= 1
-    # Redis runs the queued award once the pause ends; the client's retry is then a replay.
+    pid = student.player_id
+    # The award the lesson view builds for {"score": 100} with the key "k-timeout".
+    request = wallet_services.AwardRequest(
+        player_id=pid,
+        kind="lesson",
+        base_amount=15,
+        local_day=timezone.now().date(),
+        idem_scope=idempotency.scope(caller=f"p:{pid}", endpoint="lesson_complete", player_id=pid),
+        idem_key="k-timeout",
+        fingerprint=idempotency.fingerprint(
+            method="POST", route="lesson_complete", path_params={"lesson_id": "algebra"}, body={"score": 100}
+        ),
+        lesson_id="algebra",
+    )
+    private_redis.client().execute_command("CLIENT", "PAUSE", "1000", "ALL")
+    with pytest.raises(ApiError) as caught:
+        wallet_services.wallet_award(request=request)  # sent, then no answer within the timeout
+    assert caught.value.code == "service_unavailable"
+    assert caught.value.headers()["Retry-After"]
+    # Whether Redis ran the award after the pause or dropped it with our closed connection, the
+    # app's retry with the same key settles it: counted exactly once.
     time.sleep(1.2)
     hotstate.breaker.reset()
     retried = lesson(student, "algebra", "k-timeout")
     assert retried.status_code == 201
+    assert student.get("/api/v1/wallet/").json()["xp_total"] == 30
+    again = lesson(student, "algebra", "k-timeout")
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == retried.json()
     assert student.get("/api/v1/wallet/").json()["xp_total"] == 30
 
 
