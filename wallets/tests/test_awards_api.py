@@ -147,3 +147,10 @@ def test_a_retry_while_the_first_request_runs_is_409_on_the_database_path(studen
         first.close()
     assert complete(student, "slow-lesson", key="k-slow").status_code == 201
     assert complete(student, "slow-lesson", key="k-slow")["Idempotent-Replayed"] == "true"
+
+
+def test_the_warm_award_and_wallet_paths_make_no_query(student, django_assert_num_queries):
+    assert complete(student, "warm-up").status_code == 201  # builds the student's Redis wallet
+    with django_assert_num_queries(0):
+        assert complete(student, "algebra-2", 100).status_code == 201
+        assert student.get("/api/v1/wallet/").json()["xp_total"] == 25
