@@ -135,11 +135,10 @@ end
 
 local awarded = tonumber(ARGV[6])
 local capped = false
-local event_day = ARGV[2]
 local before = shown_at(day)
 if kind == 'lesson' then
+  local earned = false
   if last == nil or day > last then
-    local earned = false
     if last == nil then
       streak = 1
     elseif day == last + 1 then
@@ -167,39 +166,29 @@ if kind == 'lesson' then
     xpd = 0
     redis.call('DEL', KEYS[2])
     redis.call('HSET', KEYS[1], 'day', ARGV[2])
-    if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 0 then
-      if awarded > tonumber(ARGV[7]) then
-        awarded = tonumber(ARGV[7])
-        capped = true
-      end
-      redis.call('SADD', KEYS[2], ARGV[5])
-    end
-    xpd = xpd + awarded
-    xp = xp + awarded
-    main = add_event(ARGV[9], 'lesson', awarded, lastd, ARGV[16])
-    if earned then
-      freezes = freezes + 1
-      add_event(spare[#spare], 'freeze_earned', 0, lastd, ARGV[16] .. '#freeze_earned')
-    end
-  else
-    -- A day before the last one counts as the last day: it never reopens a closed day's cap.
-    event_day = lastd
-    if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then
-      awarded = 0
-    else
-      local left = tonumber(ARGV[7]) - xpd
-      if left < 0 then left = 0 end
-      if awarded > left then
-        awarded = left
-        capped = true
-      end
-      redis.call('SADD', KEYS[2], ARGV[5])
-    end
-    xpd = xpd + awarded
-    xp = xp + awarded
-    main = add_event(ARGV[9], 'lesson', awarded, event_day, ARGV[16])
   end
+  -- A day before the last one counts as the last day: it never reopens a closed day's cap.
+  -- The same lesson again that day earns 0; otherwise the award is cut to what the cap leaves.
+  if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then
+    awarded = 0
+  else
+    local left = tonumber(ARGV[7]) - xpd
+    if left < 0 then left = 0 end
+    if awarded > left then
+      awarded = left
+      capped = true
+    end
+    redis.call('SADD', KEYS[2], ARGV[5])
+  end
+  xpd = xpd + awarded
+  xp = xp + awarded
+  main = add_event(ARGV[9], 'lesson', awarded, lastd, ARGV[16])
   main['lesson_id'] = ARGV[5]
+  if earned then
+    -- After the lesson event: a freeze earned on this streak day is an event of its own.
+    freezes = freezes + 1
+    add_event(spare[#spare], 'freeze_earned', 0, lastd, ARGV[16] .. '#freeze_earned')
+  end
 elseif kind == 'restore' then
   if brk > 0 then
     streak = brk + streak
