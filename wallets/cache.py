@@ -9,6 +9,7 @@ events (JSON), ``if:<id>`` events claimed by a flush with ``ifm:<id>`` (claim id
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -274,7 +275,7 @@ return 1
 # lease until, then the player ids. Moves pending events under the claim; adopts claims whose
 # lease expired; leaves live claims of another flush alone. A student stays in the dirty set until
 # the release finds nothing left, so an abandoned claim is found again by the next flush.
-# Returns {pid, {events...}} pairs.
+# Returns {pid, adopted, {events...}} triples.
 CLAIM_LUA = """
 local out = {}
 local now = tonumber(ARGV[2])
@@ -301,6 +302,8 @@ for i = 4, #ARGV do
     if redis.call('EXISTS', inf) == 1 then
       redis.call('HSET', meta, 'claim', ARGV[1], 'lease', ARGV[3])
       out[#out + 1] = pid
+      -- Adopted from an earlier flush: some of these events may already be in the ledger.
+      if owner then out[#out + 1] = '1' else out[#out + 1] = '0' end
       out[#out + 1] = redis.call('LRANGE', inf, 0, -1)
     else
       redis.call('DEL', meta)
@@ -407,7 +410,13 @@ def dirty_members(shards: range) -> dict[int, list[int]]:
     return {shard: sorted(int(m) for m in found) for shard, found in zip(shards, members, strict=True) if found}
 
 
-def claim(*, claim_id: str, now: float, lease_until: float, by_shard: dict[int, list[int]]) -> dict[int, list[str]]:
+@dataclass(frozen=True)
+class Claimed:
+    events: list[str]
+    adopted: bool  # some events may already be in the ledger (a dead flush wrote them)
+
+
+def claim(*, claim_id: str, now: float, lease_until: float, by_shard: dict[int, list[int]]) -> dict[int, Claimed]:
     """Claim the students' events, one Lua call per shard, all in one pipeline."""
 
     def run(r: redis.Redis) -> list[Any]:
@@ -419,10 +428,10 @@ def claim(*, claim_id: str, now: float, lease_until: float, by_shard: dict[int, 
             _claim(pipe, keys, [claim_id, repr(now), repr(lease_until), *pids])
         return pipe.execute()  # type: ignore[no-any-return]
 
-    claimed: dict[int, list[str]] = {}
+    claimed: dict[int, Claimed] = {}
     for result in hotstate.call(run):
-        for i in range(0, len(result), 2):
-            claimed[int(_text(result[i]))] = [_text(e) for e in result[i + 1]]
+        for i in range(0, len(result), 3):
+            claimed[int(result[i])] = Claimed(result[i + 2], result[i + 1] == b"1")
     return claimed
 
 

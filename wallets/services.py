@@ -471,61 +471,129 @@ class FlushSummary:
     chunks: int = 0
     set_aside_players: list[int] = field(default_factory=list)
     redis_unavailable: bool = False
+    # Students whose Redis wallet must be rebuilt once their claims are released.
+    rebuild_players: list[int] = field(default_factory=list)
 
 
-def _event_row(player_id: int, e: dict[str, Any]) -> LedgerEvent:
-    return LedgerEvent(
-        event_id=uuid.UUID(e["event_id"]),
-        player_id=player_id,
-        kind=e["kind"],
-        amount=int(e["amount"]),
-        lesson_id=e.get("lesson_id") or None,
-        reason=e.get("reason") or None,
-        accepted_at=dt.datetime.fromtimestamp(float(e["accepted_at"]), tz=dt.UTC),
-        local_day=dt.date.fromisoformat(e["local_day"]),
-        idem_scope=e.get("idem_scope") or None,
-        idem_key=e.get("idem_key") or None,
-        fingerprint=e.get("fingerprint") or "",
-        response_status=int(e.get("status") or 201),
-        response_body=json.loads(e["body"]) if e.get("body") else None,
-        version=int(e["version"]),
-        xp_total_after=int(e["xp_total_after"]),
-        streak_after=int(e["streak_after"]),
-        longest_after=int(e["longest_after"]),
-        last_day_after=dt.date.fromisoformat(e["last_day_after"]) if e.get("last_day_after") else None,
-        freezes_after=int(e.get("freezes_after") or 0),
-        break_after=int(e.get("break_after") or 0),
-        actor=e.get("actor") or "",
-        source="redis",
+# The ledger columns the flush writes, in order (every concrete field but the BIGINT key).
+_LEDGER_FIELDS = [f for f in LedgerEvent._meta.concrete_fields if f.name != "id"]
+_WALLET_COLUMNS = (
+    "player_id",
+    "xp_total",
+    "current_streak",
+    "longest_streak",
+    "last_activity_date",
+    "streak_freezes",
+    "streak_before_break",
+    "version",
+    "generation",
+    "created_at",
+    "updated_at",
+)
+_LIMITS = {"lesson_id": 64, "reason": 200, "idem_scope": 128, "idem_key": 255, "actor": 160}
+
+
+@dataclass(frozen=True)
+class _Event:
+    """One claimed event, decoded and checked, as the row the ledger receives."""
+
+    event_id: str
+    amount: int
+    version: int
+    idem: bool
+    streak: tuple[int, int, dt.date | None, int, int]  # current, longest, last day, freezes, lost
+    row: tuple[Any, ...]
+
+
+def _sql_datetime(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _decode(player_id: int, raw: bytes | str, *, native_uuid: bool, now: str) -> _Event:
+    """Straight from the award script's JSON to a ledger row: no model instance per event (the
+    flush writes a million of them). Raises ValueError, KeyError or TypeError on a bad event."""
+    e = json.loads(raw)
+    event_id = uuid.UUID(e["event_id"])
+    accepted = dt.datetime.fromtimestamp(float(e["accepted_at"]), tz=dt.UTC)
+    last_day = dt.date.fromisoformat(e["last_day_after"]) if e.get("last_day_after") else None
+    values: dict[str, Any] = {
+        "event_id": str(event_id) if native_uuid else event_id.hex,
+        "player": player_id,
+        "kind": EventKind(e["kind"]).value,
+        "amount": int(e["amount"]),
+        "lesson_id": e.get("lesson_id") or None,
+        "reason": e.get("reason") or None,
+        "accepted_at": _sql_datetime(accepted),
+        "local_day": dt.date.fromisoformat(e["local_day"]).isoformat(),
+        "idem_scope": e.get("idem_scope") or None,
+        "idem_key": e.get("idem_key") or None,
+        "fingerprint": str(e.get("fingerprint") or "")[:64],
+        "response_status": int(e.get("status") or 201),
+        "response_body": e.get("body") or None,  # JSON written by cjson in the award script
+        "version": int(e["version"]),
+        "xp_total_after": int(e["xp_total_after"]),
+        "streak_after": int(e["streak_after"]),
+        "longest_after": int(e["longest_after"]),
+        "last_day_after": last_day.isoformat() if last_day else None,
+        "freezes_after": int(e.get("freezes_after") or 0),
+        "break_after": int(e.get("break_after") or 0),
+        "actor": e.get("actor") or "",
+        "source": "redis",
+        "flushed_at": now,
+    }
+    for name, limit in _LIMITS.items():
+        if values[name] is not None and len(values[name]) > limit:
+            raise ValueError(f"{name} longer than {limit}")
+    if values["amount"] < 0:
+        raise ValueError("negative amount")
+    return _Event(
+        event_id=str(event_id),
+        amount=values["amount"],
+        version=values["version"],
+        idem=values["idem_key"] is not None,
+        streak=(
+            values["streak_after"],
+            values["longest_after"],
+            last_day,
+            values["freezes_after"],
+            values["break_after"],
+        ),
+        row=tuple(values[f.name] for f in _LEDGER_FIELDS),
     )
 
 
-def _write_chunk(claimed: dict[int, list[str]], summary: FlushSummary, *, dry_run: bool = False) -> list[int]:
+def _write_chunk(claimed: dict[int, cache.Claimed], summary: FlushSummary, *, dry_run: bool = False) -> list[int]:
     """Write one chunk in one transaction; returns the students written. A student whose events
     cannot be decoded is set aside (logged, counted, retried next run) without blocking the rest."""
-    decoded: dict[int, list[LedgerEvent]] = {}
-    for pid, raws in claimed.items():
+    native_uuid = bool(connection.features.has_native_uuid_field)
+    now = _sql_datetime(timezone.now())
+    decoded: dict[int, list[_Event]] = {}
+    adopted: set[int] = set()
+    for pid, found in claimed.items():
         try:
-            decoded[pid] = [_event_row(pid, json.loads(raw)) for raw in raws]
+            decoded[pid] = [_decode(pid, raw, native_uuid=native_uuid, now=now) for raw in found.events]
         except (ValueError, KeyError, TypeError):
             logger.exception("flush: player %s set aside (undecodable event)", pid)
             summary.set_aside += 1
             summary.set_aside_players.append(pid)
+            continue
+        if found.adopted:
+            adopted.add(pid)
     if dry_run:
         summary.students += len(decoded)
         summary.events += sum(len(v) for v in decoded.values())
         return []
     try:
-        written = _write_chunk_transaction(decoded, summary)
+        written = _write_chunk_transaction(decoded, adopted, summary)
     except OperationalError:
-        raise  # the database is away: the claims stay, their leases expire, the next run adopts them
+        raise  # the database is away: the caller hands the claims back for the retry to adopt
     except DatabaseError:
         # One student's rows broke the chunk: write them one by one, setting aside the bad ones.
         logger.exception("flush: chunk failed, retrying student by student")
         written = []
         for pid, rows in decoded.items():
             try:
-                written += _write_chunk_transaction({pid: rows}, summary)
+                written += _write_chunk_transaction({pid: rows}, adopted, summary)
             except OperationalError:
                 raise
             except DatabaseError:
@@ -535,95 +603,120 @@ def _write_chunk(claimed: dict[int, list[str]], summary: FlushSummary, *, dry_ru
     return written
 
 
-def _write_chunk_transaction(decoded: dict[int, list[LedgerEvent]], summary: FlushSummary) -> list[int]:
+def _existing_event_ids(event_ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(event_ids), 5000):
+        part = [uuid.UUID(e) for e in event_ids[i : i + 5000]]
+        found |= {str(e) for e in LedgerEvent.objects.filter(event_id__in=part).values_list("event_id", flat=True)}
+    return found
+
+
+def _insert_sql() -> str:
+    table = connection.ops.quote_name(LedgerEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in _LEDGER_FIELDS)
+    marks = ", ".join(["%s"] * len(_LEDGER_FIELDS))
+    # A row whose event id or idempotency pair is already in the ledger is skipped, not an error:
+    # the rows really inserted are counted and the skipped ones found afterwards.
+    verb = "INSERT IGNORE" if connection.vendor == "mysql" else "INSERT OR IGNORE"
+    return f"{verb} INTO {table} ({columns}) VALUES ({marks})"
+
+
+def _upsert_sql() -> str:
+    table = connection.ops.quote_name(PlayerWallet._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(c) for c in _WALLET_COLUMNS)
+    marks = ", ".join(["%s"] * len(_WALLET_COLUMNS))
+    updated = [c for c in _WALLET_COLUMNS if c not in ("player_id", "generation", "created_at")]
+    if connection.vendor == "mysql":
+        assign = ", ".join(f"{connection.ops.quote_name(c)} = VALUES({connection.ops.quote_name(c)})" for c in updated)
+        tail = f"ON DUPLICATE KEY UPDATE {assign}"
+    else:
+        assign = ", ".join(f"{connection.ops.quote_name(c)} = excluded.{connection.ops.quote_name(c)}" for c in updated)
+        tail = f"ON CONFLICT (player_id) DO UPDATE SET {assign}"
+    return f"INSERT INTO {table} ({columns}) VALUES ({marks}) {tail}"  # noqa: S608 (names from the model)
+
+
+def _write_chunk_transaction(decoded: dict[int, list[_Event]], adopted: set[int], summary: FlushSummary) -> list[int]:
+    """Lock the chunk's wallets (in player order), insert only the events not yet in the ledger,
+    add only their amounts, take the streak from an event newer than the row: one transaction."""
     if not decoded:
         return []
     pids = sorted(decoded)
     statements = 0
+    now = timezone.now()
     with transaction.atomic():
-        existing_wallets = set(PlayerWallet.objects.filter(player_id__in=pids).values_list("player_id", flat=True))
+        existing = set(PlayerWallet.objects.filter(player_id__in=pids).values_list("player_id", flat=True))
         statements += 1
-        missing = [PlayerWallet(player_id=pid) for pid in pids if pid not in existing_wallets]
+        missing = [PlayerWallet(player_id=pid) for pid in pids if pid not in existing]
         if missing:
             PlayerWallet.objects.bulk_create(missing, ignore_conflicts=True)
             statements += 1
         wallets = {
-            w.player_id: w
-            for w in PlayerWallet.objects.select_for_update().filter(player_id__in=pids).order_by("player_id")
+            row[0]: list(row)
+            for row in PlayerWallet.objects.select_for_update()
+            .filter(player_id__in=pids)
+            .order_by("player_id")
+            .values_list(*_WALLET_COLUMNS)
         }
         statements += 1
-        all_ids = [row.event_id for rows in decoded.values() for row in rows]
-        already = set(LedgerEvent.objects.filter(event_id__in=all_ids).values_list("event_id", flat=True))
-        statements += 1
-        keyed = [(row.idem_scope, row.idem_key) for rows in decoded.values() for row in rows if row.idem_key]
-        taken: set[tuple[str | None, str | None]] = set()
-        if keyed:
-            scopes = {s for s, _ in keyed}
-            keys = {k for _, k in keyed}
-            taken = set(
-                LedgerEvent.objects.filter(idem_scope__in=scopes, idem_key__in=keys)
-                .exclude(event_id__in=all_ids)
-                .values_list("idem_scope", "idem_key")
-            )
-            statements += 1
-        new_rows: list[LedgerEvent] = []
-        changed: list[PlayerWallet] = []
+        # Only an adopted claim can hold events a dead flush already wrote.
+        adopted_ids = [e.event_id for pid in pids if pid in adopted for e in decoded[pid]]
+        already = _existing_event_ids(adopted_ids) if adopted_ids else set()
+        statements += (len(adopted_ids) + 4999) // 5000
+        fresh = {pid: [e for e in decoded[pid] if e.event_id not in already] for pid in pids}
+        rows = [e.row for pid in pids for e in fresh[pid]]
+        inserted = 0
+        with connection.cursor() as cursor:
+            for i in range(0, len(rows), 2000):
+                cursor.executemany(_insert_sql(), rows[i : i + 2000])
+                inserted += max(cursor.rowcount, 0)
+                statements += 1
         rebuild: list[int] = []
+        if inserted != len(rows):
+            # Some events' idempotency keys were already counted on the database path: those rows
+            # were skipped; drop them here too and rebuild those students' Redis copies.
+            kept = _existing_event_ids([e.event_id for pid in pids for e in fresh[pid]])
+            statements += 1
+            for pid in pids:
+                dropped = [e for e in fresh[pid] if e.event_id not in kept]
+                if dropped:
+                    summary.duplicates += len(dropped)
+                    fresh[pid] = [e for e in fresh[pid] if e.event_id in kept]
+                    rebuild.append(pid)
+        upserts: list[tuple[Any, ...]] = []
+        events = 0
         for pid in pids:
-            wallet = wallets[pid]
-            fresh = [r for r in decoded[pid] if r.event_id not in already]
-            dupes = [r for r in fresh if r.idem_key and (r.idem_scope, r.idem_key) in taken]
-            if dupes:
-                # Counted already on the database path: drop, and rebuild the student's Redis copy.
-                summary.duplicates += len(dupes)
-                fresh = [r for r in fresh if r not in dupes]
-                rebuild.append(pid)
-            if not fresh:
+            if not fresh[pid]:
                 continue
-            new_rows += fresh
-            wallet.xp_total += sum(r.amount for r in fresh)
-            newest = max(fresh, key=lambda r: r.version)
-            if newest.version > wallet.version:
-                wallet.current_streak = newest.streak_after
-                wallet.longest_streak = max(newest.longest_after, wallet.longest_streak)
-                wallet.current_streak = min(wallet.current_streak, wallet.longest_streak)
-                wallet.last_activity_date = newest.last_day_after
-                wallet.streak_freezes = newest.freezes_after
-                wallet.streak_before_break = newest.break_after
-                wallet.version = newest.version
-            changed.append(wallet)
-        if new_rows:
-            LedgerEvent.objects.bulk_create(new_rows, batch_size=2000)
-            statements += (len(new_rows) + 1999) // 2000
-        if changed:
-            PlayerWallet.objects.bulk_update(
-                changed,
-                [
-                    "xp_total",
-                    "current_streak",
-                    "longest_streak",
-                    "last_activity_date",
-                    "streak_freezes",
-                    "streak_before_break",
-                    "version",
-                    "updated_at",
-                ],
-                batch_size=500,
+            events += len(fresh[pid])
+            wallet = wallets[pid]
+            wallet[1] += sum(e.amount for e in fresh[pid])
+            newest = max(fresh[pid], key=lambda e: e.version)
+            if newest.version > wallet[7]:
+                current, longest, last_day, freezes, lost = newest.streak
+                longest = max(longest, wallet[3])
+                wallet[2:8] = [min(current, longest), longest, last_day, freezes, lost, newest.version]
+            wallet[10] = now
+            upserts.append(
+                tuple(
+                    _sql_datetime(v) if isinstance(v, dt.datetime) else (v.isoformat() if isinstance(v, dt.date) else v)
+                    for v in wallet
+                )
             )
-            statements += (len(changed) + 499) // 500
+        if upserts:
+            with connection.cursor() as cursor:
+                cursor.executemany(_upsert_sql(), upserts)
+            statements += 1
         if rebuild:
-            now = timezone.now()
             WalletOutbox.objects.bulk_create(
-                [WalletOutbox(player_id=pid, generation=wallets[pid].generation, created_at=now) for pid in rebuild]
+                [WalletOutbox(player_id=pid, generation=wallets[pid][8], created_at=now) for pid in rebuild]
             )
             statements += 1
     summary.students += len(pids)
-    summary.events += len(new_rows)
-    metrics.WALLET_WRITES_AVOIDED.inc(max(len(new_rows) - len(changed), 0))
+    summary.events += events
+    metrics.WALLET_WRITES_AVOIDED.inc(max(events - len(upserts), 0))
     summary.statements += statements
     summary.chunks += 1
-    for pid in rebuild:
-        wallet_cache_sync(player_id=pid)
+    summary.rebuild_players += rebuild
     return pids
 
 
@@ -690,9 +783,10 @@ def _wallet_flush(
         now = time.time()
         if dry_run:
             claimed = {}
-            _version_and_events = [cache.read_unflushed(pid) for pids in by_shard.values() for pid in pids]
-            for (_, events), pid in zip(_version_and_events, [p for ps in by_shard.values() for p in ps], strict=True):
-                claimed[pid] = [json.dumps(e) for e in events]
+            for pid in (p for ps in by_shard.values() for p in ps):
+                _version, events = cache.read_unflushed(pid)
+                if events:
+                    claimed[pid] = cache.Claimed([json.dumps(e) for e in events], adopted=True)
         else:
             claimed = cache.claim(
                 claim_id=claim_id, now=now, lease_until=now + settings.MEMORA_FLUSH_LEASE, by_shard=by_shard
@@ -709,6 +803,8 @@ def _wallet_flush(
         _test_barrier(summary.chunks)
         if written:
             cache.release(claim_id=claim_id, pids=written)
+        while summary.rebuild_players:
+            wallet_cache_sync(player_id=summary.rebuild_players.pop())
         if progress is not None:
             progress(len(claimed))
         if after_chunk is not None:

@@ -193,3 +193,29 @@ def test_a_bad_student_is_set_aside_without_blocking_the_chunk():
     assert sorted(str(e) for e in LedgerEvent.objects.values_list("event_id", flat=True)) == sorted(good)
     # The bad student's events stay in Redis for an operator; nothing of theirs was lost.
     assert redis.llen(cache.inflight_key(bad.pk)) == 3
+
+
+def test_a_key_counted_on_both_paths_is_flushed_once(settings):
+    """Redis came back stale and a retry of a key already counted on the database path slipped
+    through: the flush finds the pair in the ledger, drops the event and rebuilds the student."""
+    profile = PlayerFactory()
+    award(profile.pk, amount=5, key="warm")  # the student's Redis wallet exists
+    settings.MEMORA_HOT_STATE = "database"
+    first = award(profile.pk, amount=7, key="twice")
+    assert first.path == "database"
+    settings.MEMORA_HOT_STATE = "redis"
+    # The stale Redis knows nothing of that key (the reconciler has not run).
+    redis = hotstate.connection()
+    for key in redis.scan_iter(match=f"{django_settings.MEMORA_REDIS_KEY_PREFIX}:*idem*"):
+        redis.delete(key)
+    second = award(profile.pk, amount=7, key="twice")
+    assert second.path == "cache" and not second.replayed
+    summary = services.wallet_flush(trigger="manual")
+    assert summary.duplicates == 1
+    keys = list(LedgerEvent.objects.filter(player_id=profile.pk).values_list("idem_key", flat=True))
+    assert sorted(keys) == ["twice", "warm"]
+    wallet = PlayerWallet.objects.get(player_id=profile.pk)
+    assert wallet.xp_total == 12
+    assert services.wallet_verify(player_ids=[profile.pk]) == []
+    # The student's Redis copy was rebuilt from the database: it shows 12, not 19.
+    assert services.wallet_read(player_id=profile.pk, today=timezone.now().date())["xp_total"] == 12
