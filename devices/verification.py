@@ -83,7 +83,7 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
         return verify_database(player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id)
     status = result[0]
     if status != "miss":
-        metrics.VERIFY_TOTAL.labels(path="cache").inc()
+        metrics.VERIFY_CACHE.inc()
     if status == "ok":
         sid, started, expires, seen, dname, plat, tz, tzp, tze, uid = result[1:11]
         return PlayerPrincipal(
@@ -119,7 +119,7 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
 
 
 def verify_database(*, player_id: int, token_digest: str, device_id: str, rebuild: bool = False) -> PlayerPrincipal:
-    metrics.VERIFY_TOTAL.labels(path="database").inc()
+    metrics.VERIFY_DATABASE.inc()
     session = (
         PlayerSession.objects.select_related("device", "player")
         .filter(token_digest=token_digest, player_id=player_id)

@@ -90,8 +90,17 @@ def database_only() -> bool:
     return bool(settings.MEMORA_HOT_STATE == "database")
 
 
+_clients: dict[str, redis.Redis] = {}
+
+
 def connection() -> redis.Redis:
-    return get_redis_connection("default")  # type: ignore[no-any-return]
+    """django-redis's client for the default cache, remembered per location (it is looked up on
+    every hot-path call; the location changes only when tests point the app elsewhere)."""
+    location = settings.CACHES["default"]["LOCATION"]
+    client = _clients.get(location)
+    if client is None:
+        client = _clients[location] = get_redis_connection("default")
+    return client
 
 
 def classify(exc: Exception) -> RedisUnavailable:

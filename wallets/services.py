@@ -126,7 +126,7 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
             return _award_database(request=request, event_id=event_id)
     status = result[0]
     if status == "ok":
-        metrics.AWARDS_TOTAL.labels(path="cache").inc()
+        metrics.AWARDS_CACHE.inc()
         return AwardOutcome(201, json.loads(result[1]), replayed=False, path="cache")
     if status == "replay":
         return AwardOutcome(int(result[1]), json.loads(result[2]), replayed=True, path="cache")
@@ -324,7 +324,7 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
     wallet.save()
     WalletOutbox.objects.create(player_id=request.player_id, generation=wallet.generation, created_at=now)
     transaction.on_commit(lambda: wallet_cache_sync(player_id=request.player_id))
-    transaction.on_commit(metrics.AWARDS_TOTAL.labels(path="database").inc)
+    transaction.on_commit(metrics.AWARDS_DATABASE.inc)
     return AwardOutcome(201, body, replayed=False, path="database")
 
 
