@@ -1,0 +1,464 @@
+# ruff: noqa: RUF001, E501  (the report prints multiplication and minus signs; its table rows stay one line each)
+"""Write docs/BENCHMARKS.md from the results of the parts (var/bench/*.json) and bench/FINDINGS.md.
+
+python -m bench.report
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from bench.common import RESULTS, ROOT
+
+OUT = ROOT / "docs" / "BENCHMARKS.md"
+FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
+
+
+def load(part: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{part}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+def pct(value: float) -> str:
+    return f"{value * 100:+.1f} %"
+
+
+def statements(counters: dict[str, int]) -> int:
+    return sum(counters.get(k, 0) for k in ("Com_select", "Com_insert", "Com_update", "Com_delete"))
+
+
+class Targets:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str, str]] = []
+
+    def add(self, target: str, bound: str, measured: str, ratio: str, met: bool | None) -> None:
+        verdict = "not measured" if met is None else ("**met**" if met else "**not met**")
+        self.rows.append((target, bound, measured, ratio, verdict))
+
+
+def machine_section(parts: dict[str, dict[str, Any]]) -> list[str]:
+    first = next(iter(parts.values()))
+    m = first["machine"]
+    lines = [
+        "## The machine",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| cores (nproc) | {m.get('nproc')} ({m.get('cpu', '?')}) |",
+        f"| RAM | {m.get('ram_gib')} GiB |",
+        f"| MariaDB | {m.get('mariadb')} (buffer pool {m.get('innodb_buffer_pool_mib')} MiB, "
+        f"innodb_flush_log_at_trx_commit={m.get('innodb_flush_log_at_trx_commit')}) |",
+        f"| Redis | {m.get('redis')} |",
+        f"| Python / Django / DRF | {m.get('python')} / {m.get('django')} / {m.get('drf')} |",
+        f"| load generator | {m.get('wrk', 'wrk')} |",
+        "",
+        "Runs of this report (UTC):",
+        "",
+        "| part | started | took | command |",
+        "|---|---|---|---|",
+    ]
+    for name, p in parts.items():
+        lines.append(f"| {name} | {p['started']} | {f(p['seconds'], 0)} s | `{p['command']}` |")
+    lines += [
+        "",
+        "The machine is shared: other engineers' test suites run on the same two cores and the same "
+        "MariaDB and Redis while these figures are taken. Every target is therefore a ratio to a "
+        "baseline or floor measured in the same run (interleaved where possible), and each part "
+        "records how busy the machine or the database was without us.",
+        "",
+    ]
+    return lines
+
+
+def verification_section(p: dict[str, Any], targets: Targets) -> list[str]:
+    d = p["data"]
+    t = d["timing"]
+    c = d["counts"]
+    r = d["ratios"]
+    rows = [
+        ("`devices.verification.verify()` (warm cache)", "verify"),
+        ("DRF `TokenAuthentication` + DB device lookup", "token_auth_plus_device"),
+        ("bare redis-py `EVALSHA` (`return 1`), same pool", "bare_evalsha"),
+    ]
+    lines = [
+        "## 1. Device + session verification (in process)",
+        "",
+        f"`{p['command']}` — {d['students']:,} students with live sessions seeded through "
+        f"`devices.services.session_login`; {d['calls']:,} timed calls per method, the three methods "
+        "taking turns in blocks of 1,000 calls so that the machine's noise falls on all alike. Round "
+        "trips counted by wrapping redis-py's `send_packed_command`, queries with "
+        "`CaptureQueriesContext`, on a separate pass of 2,000 calls each.",
+        "",
+        "| method | p50 ms | p90 ms | p99 ms | max ms | mean ms | Redis round trips / call | DB queries / call |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, key in rows:
+        s = t[key]
+        lines.append(
+            f"| {label} | {f(s['p50_ms'], 3)} | {f(s['p90_ms'], 3)} | {f(s['p99_ms'], 3)} | {f(s['max_ms'], 2)} | "
+            f"{f(s['mean_ms'], 3)} | {f(c[key]['redis_round_trips'], 2)} | {f(c[key]['db_queries'], 2)} |"
+        )
+    lines += [
+        "",
+        f"- verify is **{f(r['speedup_p50_vs_token_auth'], 1)}×** faster than TokenAuthentication + device "
+        f"lookup at p50 ({f(r['speedup_mean_vs_token_auth'], 1)}× on the mean).",
+        f"- verify's p99 is **{f(r['p99_over_evalsha_p99'], 2)}×** the bare EVALSHA's p99.",
+        f"- paths taken by the timed verify calls: {d['verify_paths']}; load average before/after: {d['loadavg']}.",
+        "",
+    ]
+    targets.add(
+        "verification: Redis round trips and DB queries per request (warm cache)",
+        "< 2 ms per check",
+        f"{f(c['verify']['redis_round_trips'], 2)} round trip, {f(c['verify']['db_queries'], 2)} queries; "
+        f"p99 {f(t['verify']['p99_ms'], 3)} ms",
+        "—",
+        c["verify"]["redis_round_trips"] == 1 and c["verify"]["db_queries"] == 0 and t["verify"]["p99_ms"] < 2,
+    )
+    targets.add(
+        "verification ≥ 3× faster than TokenAuthentication + DB device lookup",
+        "< 2 ms",
+        f"p50 {f(t['verify']['p50_ms'], 3)} vs {f(t['token_auth_plus_device']['p50_ms'], 3)} ms",
+        f"{f(r['speedup_p50_vs_token_auth'], 1)}×",
+        r["speedup_p50_vs_token_auth"] >= 3,
+    )
+    targets.add(
+        "verification p99 within 2× of a bare EVALSHA",
+        "—",
+        f"p99 {f(t['verify']['p99_ms'], 3)} vs {f(t['bare_evalsha']['p99_ms'], 3)} ms",
+        f"{f(r['p99_over_evalsha_p99'], 2)}×",
+        r["p99_over_evalsha_p99"] <= 2,
+    )
+    return lines
+
+
+def load_section(p: dict[str, Any], targets: Targets) -> list[str]:
+    d = p["data"]
+    lines = [
+        "## 2. HTTP under load",
+        "",
+        f"`{p['command']}` — gunicorn with the project's `gunicorn.conf.py` ({d['workers']} sync workers, "
+        f"access log on), `bench.settings` (DEBUG off, DJANGO_SECURE off, per-student limits raised), "
+        f"{d['students']:,} students with live sessions seeded through `session_login` (and their wallets "
+        f"loaded into Redis) in {f(d['seed_seconds'], 0)} s; wrk on loopback, {d['threads']} threads, "
+        f"{d['connections']} connections, `bench/wrk/rotate.lua` rotating token + device id per request, a "
+        "unique `Idempotency-Key` per lesson completion. Each measured run follows an unmeasured warm-up. "
+        "Errors = non-2xx answers + socket errors. `busy` = the whole machine's CPU use during the run; the CPU "
+        "seconds split it between the gunicorn workers, MariaDB + the shared Redis, wrk, and everything else on "
+        "the machine (other engineers' test suites): a run has 2 cores × its duration to share.",
+        "",
+        "| round | hot state | endpoint | req/s | p50 ms | p99 ms | max ms | errors | busy | CPU s: workers / DB+Redis / wrk / others |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {
+        "plain": "plain DRF view (ceiling)",
+        "wallet": "`GET /api/v1/wallet/`",
+        "lesson": "`POST /api/v1/lessons/{id}/complete/`",
+    }
+    for run in d["runs"]:
+        lines.append(
+            f"| {run['round']} | {run['hot_state']} | {names[run['scenario']]} | {f(run['rps'], 0)} | "
+            f"{f(run['p50_ms'], 1)} | {f(run['p99_ms'], 1)} | {f(run['max_ms'], 0)} | {f(run['errors'])} | "
+            f"{run['machine_busy_pct']} % | {run['workers_cpu_s']} / {run.get('db_redis_cpu_s', '?')} / "
+            f"{run['wrk_cpu_s']} / {run.get('others_cpu_s', '?')} |"
+        )
+    wrk_cmd = d["runs"][0]["command"] if d["runs"] else ""
+    lines += ["", f"wrk command of each run: `{wrk_cmd}`", ""]
+    for ratio in d["ratios"]:
+        lines.append(
+            f"- round {ratio['round']}: GET /wallet/ = {f(ratio.get('wallet_over_plain', 0) * 100, 0)} % of the plain "
+            f"view, {f(ratio.get('wallet_over_database'), 2)}× the database-only mode; lesson completion = "
+            f"{f(ratio.get('lesson_over_plain', 0) * 100, 0)} % of the plain view, "
+            f"{f(ratio.get('lesson_over_database'), 2)}× the database-only mode."
+        )
+    logins = d.get("logins") or {}
+    h = d["hash"]
+    if logins:
+        lines += [
+            "",
+            f"**Logins**: {f(logins['rps'], 1)} logins/s (p50 {f(logins['p50_ms'], 0)} ms, p99 "
+            f"{f(logins['p99_ms'], 0)} ms, errors {logins['errors']}) with {d['connections']} connections on "
+            f"{d['workers']} workers, Redis mode; bare Argon2id verify ({h['hasher']}, t={h['params']['time_cost']}, "
+            f"{h['params']['memory_kib'] // 1024} MiB, p={h['params']['parallelism']}): "
+            f"{f(h['one_process_per_s'], 1)}/s in one process ({f(h['ms_per_hash'], 1)} ms a hash), "
+            f"{f(h['all_cores_per_s'], 1)}/s with one process per core. Logins reach "
+            f"{f(logins['rps'] / h['all_cores_per_s'] * 100, 0)} % of the machine's bare hash rate.",
+        ]
+    lines.append("")
+
+    def runs_of(hot: str, scenario: str) -> list[dict[str, Any]]:
+        return [r for r in d["runs"] if r["hot_state"] == hot and r["scenario"] == scenario]
+
+    wallet = runs_of("redis", "wallet")
+    plain = runs_of("redis", "plain")
+    if wallet and plain:
+        over_plain = [x["wallet_over_plain"] for x in d["ratios"] if "wallet_over_plain" in x]
+        over_db = [x["wallet_over_database"] for x in d["ratios"] if "wallet_over_database" in x]
+        p99s = [r["p99_ms"] for r in wallet]
+        errors = sum(r["errors"] for r in d["runs"])
+        lines += [
+            f"Judged on the median round ({len(d['ratios'])} rounds): GET /wallet/ = "
+            f"{f(median(over_plain) * 100, 0)} % of the plain view, {f(median(over_db), 2)}× the database-only "
+            f"mode, p99 {f(median(p99s), 1)} ms (plain view: {f(median([r['p99_ms'] for r in plain]), 1)} ms).",
+            "",
+        ]
+        targets.add(
+            "GET /wallet/ ≥ 50 % of the plain view's throughput",
+            "10,000 concurrent students",
+            f"median {f(median([r['rps'] for r in wallet]), 0)} vs {f(median([r['rps'] for r in plain]), 0)} req/s "
+            f"(10,000 live sessions rotated)",
+            "per round: " + " / ".join(f"{f(x * 100, 0)} %" for x in over_plain),
+            median(over_plain) >= 0.5,
+        )
+        targets.add(
+            "GET /wallet/ p99 < 50 ms (wrk, 50 connections)",
+            "—",
+            f"median p99 {f(median(p99s), 1)} ms, per round {' / '.join(f(x, 1) for x in p99s)} ms; plain view "
+            f"{' / '.join(f(r['p99_ms'], 1) for r in plain)} ms",
+            "—",
+            median(p99s) < 50,
+        )
+        targets.add("0 errors under load", "—", f"{errors} errors in {len(d['runs'])} runs", "—", errors == 0)
+        if over_db:
+            targets.add(
+                "GET /wallet/ ≥ 1.5× the database-only mode",
+                "—",
+                f"median {f(median([r['rps'] for r in wallet]), 0)} vs "
+                f"{f(median([r['rps'] for r in runs_of('database', 'wallet')]), 0)} req/s",
+                "per round: " + " / ".join(f"{f(x, 2)}×" for x in over_db),
+                median(over_db) >= 1.5,
+            )
+    if logins:
+        targets.add(
+            "logins/s reported beside the bare hash rate",
+            "—",
+            f"{f(logins['rps'], 1)} logins/s vs {f(h['all_cores_per_s'], 1)} hashes/s",
+            f"{f(logins['rps'] / h['all_cores_per_s'] * 100, 0)} % of the hash rate",
+            True,
+        )
+    return lines
+
+
+def flush_section(p: dict[str, Any], targets: Targets) -> list[str]:
+    d = p["data"]
+    lines = [
+        "## 3. Flush",
+        "",
+        f"`{p['command']}` — per case: the pending events seeded through `wallets.services.wallet_award` itself "
+        "(its `hotstate.call` pointed at a Redis pipeline: the award path builds its arguments and runs its own "
+        "Lua script; only the round trips are batched), then the floor (the same events read from Redis, untimed, "
+        "and written with raw SQL: multi-row INSERTs of 2,000 ledger rows + one `INSERT … ON DUPLICATE KEY UPDATE` "
+        f"of the chunk's wallets, one transaction per {d['chunk']} students; only the SQL is timed), the ledger "
+        "emptied again, then `wallet_flush()` in a fresh child process, then a check (every event in the ledger "
+        "once, wallets = ledger = seeded XP, nothing left in Redis). Statements are the connection's own `SHOW "
+        "SESSION STATUS` deltas (Com_select + Com_insert + Com_update + Com_delete; exact, other clients do not "
+        "count), rows written its `Handler_write` / `Handler_update`; `Innodb_rows_*` (global) are shown too with "
+        "how busy MariaDB was without us just before. The write-every-award baseline (one transaction per award: "
+        "INSERT the ledger row, UPDATE the wallet, in arrival order) runs on a sample and is scaled.",
+        "",
+        "| case | events | seed s | raw SQL s | flush s | flush / raw | flush statements | flush rows inserted / updated | "
+        "peak RSS MiB (before flush) | check |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in d["cases"]:
+        fl = case["flush"]
+        raw = case.get("raw")
+        ratio = fl["seconds"] / raw["sql_seconds"] if raw else None
+        sc = fl["session_counters"]
+        lines.append(
+            f"| {case['students']:,} × {case['awards']} | {case['events']:,} | {f(case['seed']['seconds'], 0)} | "
+            f"{f(raw['sql_seconds'], 1) if raw else '—'} | {f(fl['seconds'], 1)} | {f(ratio, 2) + '×' if ratio else '—'} | "
+            f"{statements(sc):,} | {sc.get('Handler_write', 0):,} / {sc.get('Handler_update', 0):,} | "
+            f"{f(fl['peak_rss_mib'], 0)} ({f(fl['rss_before_mib'], 0)}) | {'ok' if case['check']['ok'] else 'FAILED'} |"
+        )
+    lines += [""]
+    for case in d["cases"]:
+        fl = case["flush"]
+        name = f"{case['students']:,} × {case['awards']}"
+        lines.append(
+            f"- {name}: flush session counters {fl['session_counters']}; global Innodb_rows_inserted "
+            f"{fl['global_counters'].get('Innodb_rows_inserted', 0):,}, Innodb_rows_updated "
+            f"{fl['global_counters'].get('Innodb_rows_updated', 0):,}; MariaDB without us just before: "
+            f"{case['quiet_check']['per_s']} per s, {case['quiet_check']['other_active_connections']} other active "
+            f"connections; load average {case.get('loadavg_before')}."
+        )
+        if case.get("raw"):
+            lines.append(
+                f"  Raw SQL: {case['raw']['session_counters']} (wall with the Redis read "
+                f"{f(case['raw']['wall_seconds_with_redis_read'], 1)} s)."
+            )
+    lines.append("")
+    for case in d["cases"]:
+        every = case.get("every_award")
+        if not every:
+            continue
+        fl = case["flush"]
+        sc_e = every["session_counters"]
+        scale = every["scale"]
+        e_statements = statements(sc_e) * scale
+        e_wallet_writes = sc_e.get("Handler_update", 0) * scale
+        f_statements = statements(fl["session_counters"])
+        f_wallet_writes = fl["session_counters"].get("Handler_update", 0)
+        name = f"{case['students']:,} × {case['awards']}"
+        lines += [
+            f"**Write-every-award baseline, {name}**: {every['awards']:,} awards of {every['students']:,} students in "
+            f"{f(every['seconds'], 1)} s = {f(every['awards_per_s'], 0)} awards/s; counters {sc_e}; scaled ×{f(scale, 1)} "
+            f"to the case: {f(every['scaled_seconds'], 0)} s, {f(e_statements, 0)} statements "
+            f"(+ {f(sc_e.get('Com_commit', 0) * scale, 0)} commits), {f(e_wallet_writes, 0)} wallet row writes.",
+            "",
+            "| | write every award (scaled) | flush | change |",
+            "|---|---|---|---|",
+            f"| statements | {f(e_statements, 0)} | {f_statements:,} | {pct(f_statements / e_statements - 1)} |",
+            f"| wallet row writes | {f(e_wallet_writes, 0)} | {f_wallet_writes:,} | {pct(f_wallet_writes / e_wallet_writes - 1)} |",
+            f"| commits | {f(sc_e.get('Com_commit', 0) * scale, 0)} | {fl['session_counters'].get('Com_commit', 0):,} | "
+            f"{pct(fl['session_counters'].get('Com_commit', 0) / (sc_e.get('Com_commit', 0) * scale) - 1)} |",
+            f"| seconds | {f(every['scaled_seconds'], 0)} | {f(fl['seconds'], 1)} | {pct(fl['seconds'] / every['scaled_seconds'] - 1)} |",
+            "",
+        ]
+        if case["awards"] == 20:
+            targets.add(
+                "wallet row writes −95 % vs writing every award (20 awards/student)",
+                "−90 %",
+                f"{f_wallet_writes:,} vs {f(e_wallet_writes, 0)}",
+                pct(f_wallet_writes / e_wallet_writes - 1),
+                f_wallet_writes / e_wallet_writes - 1 <= -0.95,
+            )
+            targets.add(
+                "statements −99 % vs writing every award (20 awards/student)",
+                "—",
+                f"{f_statements:,} vs {f(e_statements, 0)}",
+                pct(f_statements / e_statements - 1),
+                f_statements / e_statements - 1 <= -0.99,
+            )
+    for case in d["cases"]:
+        raw = case.get("raw")
+        if not raw or case["students"] < 50000:
+            continue
+        bound = 2 if case["awards"] > 1 else 3
+        ratio = case["flush"]["seconds"] / raw["sql_seconds"]
+        targets.add(
+            f"flush of {case['students']:,} × {case['awards']} ≤ {bound}× raw SQL",
+            "< 5 min",
+            f"{f(case['flush']['seconds'], 1)} s vs raw {f(raw['sql_seconds'], 1)} s",
+            f"{f(ratio, 2)}×",
+            ratio <= bound and case["flush"]["seconds"] < 300 and case["check"]["ok"],
+        )
+    return lines
+
+
+def growth_section(
+    flush: dict[str, Any] | None, growth: dict[str, Any] | None, verification: dict[str, Any] | None
+) -> list[str]:
+    lines = ["## 4. Growth", ""]
+    points: dict[int, tuple[dict[str, Any], str]] = {}
+    for source, name in ((growth, "growth"), (flush, "flush")):
+        if not source:
+            continue
+        for case in source["data"]["cases"]:
+            if case["awards"] == 20:
+                points.setdefault(case["students"], (case, name))
+    if points:
+        lines += [
+            "Flush time and the flush child's peak RSS by dirty students (20 awards each), each point seeded and "
+            "flushed from an empty ledger: " + "; ".join(f"`{src['command']}`" for src in (growth, flush) if src),
+            "",
+            "| dirty students | events | flush s | µs per event | peak RSS MiB | RSS before flush MiB | from |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for students in sorted(points):
+            case, name = points[students]
+            fl = case["flush"]
+            lines.append(
+                f"| {students:,} | {case['events']:,} | {f(fl['seconds'], 1)} | {f(fl['seconds'] / case['events'] * 1e6, 1)} | "
+                f"{f(fl['peak_rss_mib'], 0)} | {f(fl['rss_before_mib'], 0)} | {name} |"
+            )
+        lines.append("")
+    if verification and "big" in verification["data"]:
+        d = verification["data"]
+        small, big = d["timing"], d["big"]["timing"]
+        lines += [
+            f"Verification with more students in Redis (`{verification['command']}`): the extra sessions written "
+            "by the cache's own WRITE script from a real student's snapshot, the calls spread over all of them in "
+            "random order.",
+            "",
+            "| students in Redis | verify p50 ms | verify p99 ms | bare EVALSHA p99 ms (same blocks) | verify p99 / EVALSHA p99 |",
+            "|---|---|---|---|---|",
+            f"| {d['students']:,} | {f(small['verify']['p50_ms'], 3)} | {f(small['verify']['p99_ms'], 3)} | "
+            f"{f(small['bare_evalsha']['p99_ms'], 3)} | {f(d['ratios']['p99_over_evalsha_p99'], 2)}× |",
+            f"| {d['big']['students_in_redis']:,} | {f(big['verify']['p50_ms'], 3)} | {f(big['verify']['p99_ms'], 3)} | "
+            f"{f(big['bare_evalsha']['p99_ms'], 3)} | {f(d['big']['ratios']['p99_over_evalsha_p99'], 2)}× |",
+            "",
+            f"Round trips per call at {d['big']['students_in_redis']:,}: {d['big']['counts']['verify']}.",
+            "",
+        ]
+    lines += [
+        "Why the cost grows as it does: the flush works in chunks of `MEMORA_FLUSH_CHUNK` students — one claim "
+        "pipeline, one transaction, a fixed number of statements per chunk — so its work and its statements grow "
+        "linearly with the events and its memory is bounded by one chunk's events (the peak RSS stays flat). The "
+        "database side is what can bend the line: every ledger row goes into the clustered BIGINT key (appended at "
+        "the end) and two random unique indexes (event_id, the idempotency pair), whose pages stop fitting the "
+        "buffer pool as the ledger grows; the raw-SQL floor pays the same. Verification is one EVALSHA on one "
+        "student's hash (O(1) in Redis whatever the number of students), so its latency does not depend on how "
+        "many students are in Redis.",
+        "",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parts = {name: p for name in ("verification", "load", "flush", "growth") if (p := load(name))}
+    if not parts:
+        print("no results in var/bench: run the parts first", file=sys.stderr)
+        return 1
+    targets = Targets()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `bench/report.py` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from the runs listed "
+        "below (`make bench` runs them all and writes this file; each part also runs alone: "
+        "`.venv/bin/python -m bench.<part> --help`, or `bench/run.py <part>`). The design's targets are in "
+        'DESIGN.md, "Numbers the design must reach"; the last table says which are met.',
+        "",
+        "The benchmarks use their own database (`memora_bench`, created and migrated if missing; "
+        "`BENCH_DATABASE_URL` to choose another) and their own Redis key prefix (`membench`) on the shared "
+        "Redis, and delete only their own keys afterwards (SCAN by prefix).",
+        "",
+    ]
+    lines += machine_section(parts)
+    if "verification" in parts:
+        lines += verification_section(parts["verification"], targets)
+    if "load" in parts:
+        lines += load_section(parts["load"], targets)
+    if "flush" in parts:
+        lines += flush_section(parts["flush"], targets)
+    if "flush" in parts or "growth" in parts or "verification" in parts:
+        lines += growth_section(parts.get("flush"), parts.get("growth"), parts.get("verification"))
+    if FINDINGS.exists():
+        lines += [FINDINGS.read_text().rstrip(), ""]
+    lines += [
+        "## Targets",
+        "",
+        "| target | plan's bound | measured | ratio to baseline | met |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in targets.rows]
+    lines.append("")
+    OUT.write_text("\n".join(lines))
+    print(f"[bench] report: {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Part 2 (and the verification half of part 5): the per-request device + session check in process.
+
+Beside it, in interleaved blocks of the same run: DRF's TokenAuthentication plus a database device
+lookup (the baseline) and a bare redis-py EVALSHA on the same connection pool (the floor). Round
+trips are counted by wrapping redis-py's ``send_packed_command``, queries with
+``CaptureQueriesContext``, on a separate pass so that counting does not slow the timed calls.
+Then the same check with ``--big`` students' sessions in Redis (the extra ones written by the
+cache's own WRITE script, cloned from a real student's snapshot), against the floor again.
+
+    python -m bench.verification [--students 1000] [--calls 20000] [--big 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bench import common
+
+FLOOR_LUA = "return 1"
+
+
+def _blocks(
+    methods: dict[str, Callable[[int], Any]], *, calls: int, block: int, sizes: dict[str, int]
+) -> dict[str, list[int]]:
+    """Time each call; the methods take turns in blocks of ``block`` calls so that the machine's
+    noise falls on all of them alike."""
+    samples: dict[str, list[int]] = {name: [] for name in methods}
+    position = dict.fromkeys(methods, 0)
+    clock = time.perf_counter_ns
+    done = 0
+    while done < calls:
+        n = min(block, calls - done)
+        for name, fn in methods.items():
+            out = samples[name]
+            i = position[name]
+            size = sizes[name]
+            for _ in range(n):
+                t0 = clock()
+                fn(i % size)
+                out.append(clock() - t0)
+                i += 1
+            position[name] = i
+        done += n
+    return samples
+
+
+def _count(fn: Callable[[int], Any], n: int, size: int) -> dict[str, float]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with common.redis_round_trips() as trips, CaptureQueriesContext(connection) as queries:
+        for i in range(n):
+            fn(i % size)
+    return {"redis_round_trips": trips[0] / n, "db_queries": len(queries.captured_queries) / n}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--students", type=int, default=1000, help="students with a live session (default 1000)")
+    parser.add_argument("--calls", type=int, default=20000, help="timed calls per method (default 20000)")
+    parser.add_argument("--block", type=int, default=1000, help="calls per interleaved block")
+    parser.add_argument(
+        "--big", type=int, default=100000, help="students in Redis for the growth point (0: skip; default 100000)"
+    )
+    args = parser.parse_args(argv)
+    started = time.time()
+    common.setup()
+    common.ensure_database()
+    common.redis_cleanup()
+
+    from django.conf import settings
+    from django.test import RequestFactory
+    from rest_framework.authentication import TokenAuthentication
+    from rest_framework.authtoken.models import Token
+
+    from devices import cache, selectors, tokens, verification
+    from devices.models import AuthorizedDevice
+    from memora_project import hotstate
+    from players.models import PlayerProfile
+
+    common.log(f"verification: seeding {args.students} live sessions through session_login")
+    pids = common.ensure_students(args.students)
+    sessions = common.seed_sessions(pids)
+    users = dict(PlayerProfile.objects.filter(pk__in=pids).values_list("pk", "user_id"))
+    keys = dict(Token.objects.filter(user_id__in=users.values()).values_list("user_id", "key"))
+    Token.objects.bulk_create(
+        [Token(user_id=u, key=Token.generate_key()) for u in users.values() if u not in keys], batch_size=2000
+    )
+    keys = dict(Token.objects.filter(user_id__in=users.values()).values_list("user_id", "key"))
+
+    factory = RequestFactory()
+    bearer = [(f"Bearer {token}", device) for _, token, device in sessions]
+    drf = [
+        (factory.get("/api/v1/wallet/", HTTP_AUTHORIZATION=f"Token {keys[users[pid]]}"), uuid.UUID(device))
+        for pid, _, device in sessions
+    ]
+    auth = TokenAuthentication()
+    client = hotstate.connection()
+    floor_sha = client.script_load(FLOOR_LUA)
+    paths: dict[str, int] = {}
+
+    def check(i: int, table: list[tuple[str, str]] = bearer) -> None:
+        authorization, device = table[i]
+        principal = verification.verify(authorization=authorization, device_header=device)
+        paths[principal.path] = paths.get(principal.path, 0) + 1
+
+    def token_and_device(i: int) -> None:
+        request, device = drf[i]
+        user, _ = auth.authenticate(request)  # type: ignore[misc]
+        if not AuthorizedDevice.objects.filter(
+            player__user_id=user.pk, device_id=device, revoked_at__isnull=True
+        ).exists():
+            raise AssertionError("device not found")
+
+    def floor(i: int) -> None:
+        client.evalsha(floor_sha, 0)
+
+    # Warm every path (the Lua script loaded, the connections open), then count, then time.
+    for i in range(len(bearer)):
+        check(i)
+        token_and_device(i)
+        floor(i)
+    n = len(bearer)
+    counts = {
+        "verify": _count(check, 2000, n),
+        "token_auth_plus_device": _count(token_and_device, 2000, n),
+        "bare_evalsha": _count(floor, 2000, n),
+    }
+    paths.clear()
+    common.log(f"verification: timing {args.calls} calls per method on {n} students")
+    load_before = common.loadavg()
+    samples = _blocks(
+        {"verify": check, "token_auth_plus_device": token_and_device, "bare_evalsha": floor},
+        calls=args.calls,
+        block=args.block,
+        sizes={"verify": n, "token_auth_plus_device": n, "bare_evalsha": n},
+    )
+    main_run = {name: common.summary_ms(values) for name, values in samples.items()}
+    main_paths = dict(paths)
+    data: dict[str, Any] = {
+        "students": n,
+        "calls": args.calls,
+        "counts": counts,
+        "timing": main_run,
+        "verify_paths": main_paths,
+        "loadavg": [load_before, common.loadavg()],
+    }
+
+    if args.big > n:
+        extra = args.big - n
+        common.log(f"verification: {extra} more students' sessions into Redis (WRITE script, pipelined)")
+        generation, template = selectors.cache_snapshot(player_id=pids[0])  # type: ignore[misc]
+        template = {k: str(v) for k, v in template.items() if not k.startswith("t:")}
+        r = common.redis_client()
+        write = r.register_script(cache.WRITE_LUA)
+        big: list[tuple[str, str]] = []
+        ttl = settings.MEMORA_SESSION_LIFETIME + 86400
+        pipe = r.pipeline(transaction=False)
+        for j in range(extra):
+            pid = 50_000_000 + j
+            token = tokens.token_new(pid)
+            device = common.device_for(pid)
+            fields = {**template, "cur": tokens.digest(token), "sid": str(900_000_000 + j), "dev": device}
+            fields["devs"] = device
+            write(keys=[cache.auth_key(pid)], args=[generation, ttl, json.dumps(fields)], client=pipe)
+            big.append((f"Bearer {token}", device))
+            if len(pipe) >= 2000:
+                pipe.execute()
+        pipe.execute()
+        big += bearer
+        random.Random(7).shuffle(big)
+        paths.clear()
+
+        def check_big(i: int) -> None:
+            check(i, big)
+
+        for i in range(0, len(big), 50):  # touch the key space once
+            check_big(i)
+        paths.clear()
+        common.log(f"verification: timing {args.calls} calls on {len(big)} students in Redis")
+        big_samples = _blocks(
+            {"verify": check_big, "bare_evalsha": floor},
+            calls=args.calls,
+            block=args.block,
+            sizes={"verify": len(big), "bare_evalsha": len(big)},
+        )
+        data["big"] = {
+            "students_in_redis": len(big),
+            "timing": {name: common.summary_ms(values) for name, values in big_samples.items()},
+            "verify_paths": dict(paths),
+            "counts": {"verify": _count(check_big, 2000, len(big))},
+        }
+
+    removed = common.redis_cleanup()
+    common.log(f"verification: removed {removed} keys of ours from Redis")
+    t = data["timing"]
+    data["ratios"] = {
+        "speedup_p50_vs_token_auth": t["token_auth_plus_device"]["p50_ms"] / t["verify"]["p50_ms"],
+        "speedup_mean_vs_token_auth": t["token_auth_plus_device"]["mean_ms"] / t["verify"]["mean_ms"],
+        "p99_over_evalsha_p99": t["verify"]["p99_ms"] / t["bare_evalsha"]["p99_ms"],
+    }
+    if "big" in data:
+        b = data["big"]["timing"]
+        data["big"]["ratios"] = {
+            "p99_over_evalsha_p99": b["verify"]["p99_ms"] / b["bare_evalsha"]["p99_ms"],
+            "p99_big_over_p99_small": b["verify"]["p99_ms"] / t["verify"]["p99_ms"],
+        }
+    common.save("verification", argv if argv is not None else __import__("sys").argv[1:], data, started)
+    print(json.dumps({"timing": data["timing"], "ratios": data["ratios"], "counts": counts}, indent=2))
+    return data
+
+
+if __name__ == "__main__":
+    main()
