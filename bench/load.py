@@ -215,7 +215,7 @@ def wrk(
         "db_redis_cpu_s": round((services_cpu1 - services_cpu0) / hz, 2),
         # CPU seconds used on this machine by everything else (other engineers' tests) during the run.
         "others_cpu_s": round(max(0.0, (busy1 - busy0) / hz - ours), 2),
-        "command": " ".join(argv[:-4]).replace(str(common.ROOT) + "/", "")
+        "command": " ".join(argv[:-5]).replace(str(common.ROOT) + "/", "")
         + f" -- {mode} <credentials> <run> {threads}",
     }
 

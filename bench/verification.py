@@ -121,25 +121,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def floor(i: int) -> None:
         client.evalsha(floor_sha, 0)
 
+    # The check's own Lua script through bare redis-py (same keys and arguments as verify sends):
+    # splits verify's time between the script's work in Redis and verify's Python around it.
+    check_sha = client.script_load(cache.CHECK_LUA)
+    lua_calls = []
+    for _, token, device in sessions:
+        parsed = tokens.token_parse(token)
+        assert parsed is not None
+        lua_calls.append(
+            (
+                cache.auth_key(parsed.player_id),
+                cache.seen_key(hotstate.shard_of(parsed.player_id)),
+                parsed.digest,
+                device,
+                parsed.player_id,
+            )
+        )
+    idle, interval = settings.MEMORA_SESSION_IDLE_TIMEOUT, settings.MEMORA_LAST_SEEN_WRITE_INTERVAL
+
+    def check_lua(i: int) -> None:
+        key, seen, digest, device, pid = lua_calls[i]
+        client.evalsha(check_sha, 2, key, seen, digest, device, repr(time.time()), idle, interval, pid)
+
     # Warm every path (the Lua script loaded, the connections open), then count, then time.
     for i in range(len(bearer)):
         check(i)
         token_and_device(i)
         floor(i)
+        check_lua(i)
     n = len(bearer)
     counts = {
         "verify": _count(check, 2000, n),
         "token_auth_plus_device": _count(token_and_device, 2000, n),
         "bare_evalsha": _count(floor, 2000, n),
+        "check_lua_only": _count(check_lua, 2000, n),
     }
     paths.clear()
     common.log(f"verification: timing {args.calls} calls per method on {n} students")
     load_before = common.loadavg()
     samples = _blocks(
-        {"verify": check, "token_auth_plus_device": token_and_device, "bare_evalsha": floor},
+        {
+            "verify": check,
+            "token_auth_plus_device": token_and_device,
+            "bare_evalsha": floor,
+            "check_lua_only": check_lua,
+        },
         calls=args.calls,
         block=args.block,
-        sizes={"verify": n, "token_auth_plus_device": n, "bare_evalsha": n},
+        sizes={"verify": n, "token_auth_plus_device": n, "bare_evalsha": n, "check_lua_only": n},
     )
     main_run = {name: common.summary_ms(values) for name, values in samples.items()}
     main_paths = dict(paths)
