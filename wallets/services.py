@@ -611,6 +611,14 @@ def _existing_event_ids(event_ids: list[str]) -> set[str]:
     return found
 
 
+def _one_statement_per_call(cursor: Any) -> None:
+    """mysqlclient's executemany cuts a multi-row INSERT at 64 KiB (~100 ledger rows): let one call
+    be one statement (2,000 rows, ~2 MB, well under max_allowed_packet)."""
+    raw: Any = getattr(getattr(cursor, "cursor", None), "cursor", None)
+    if connection.vendor == "mysql" and hasattr(raw, "max_stmt_length"):
+        raw.max_stmt_length = 8 * 1024 * 1024
+
+
 def _insert_sql() -> str:
     table = connection.ops.quote_name(LedgerEvent._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(f.column) for f in _LEDGER_FIELDS)
@@ -666,6 +674,7 @@ def _write_chunk_transaction(decoded: dict[int, list[_Event]], adopted: set[int]
         rows = [e.row for pid in pids for e in fresh[pid]]
         inserted = 0
         with connection.cursor() as cursor:
+            _one_statement_per_call(cursor)
             for i in range(0, len(rows), 2000):
                 cursor.executemany(_insert_sql(), rows[i : i + 2000])
                 inserted += max(cursor.rowcount, 0)
@@ -704,6 +713,7 @@ def _write_chunk_transaction(decoded: dict[int, list[_Event]], adopted: set[int]
             )
         if upserts:
             with connection.cursor() as cursor:
+                _one_statement_per_call(cursor)
                 cursor.executemany(_upsert_sql(), upserts)
             statements += 1
         if rebuild:
