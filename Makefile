@@ -46,10 +46,14 @@ TEST_DATABASE_URL ?= mysql://root@127.0.0.1:3306/memora
 # Logical database 1: the tests never scan through what a benchmark or `make run` left in 0.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
+TEST_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	DJANGO_DEBUG=1 DJANGO_SECURE=0 MEMORA_RECONCILER_ENABLED=0
+FUZZ := memora_project/tests/test_fuzz_schemathesis.py
+
+# The schemathesis cases share one test id, which pytest-xdist would run once: they run apart.
 pytest: $(STAMP)
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-	DJANGO_DEBUG=1 DJANGO_SECURE=0 MEMORA_RECONCILER_ENABLED=0 \
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(TEST_ENV) $(VENV)/bin/pytest -q -n 2 --dist loadfile --ignore=$(FUZZ) $(PYTEST_ARGS)
+	$(TEST_ENV) $(VENV)/bin/pytest -q -p no:xdist $(FUZZ)
 
 test: lint typecheck pytest
 

@@ -184,3 +184,12 @@ def test_a_login_with_odd_strings_does_not_fail(api):
             HTTP_X_DEVICE_ID=str(uuid.uuid4()),
         )
         assert_clean_4xx(response, 400, 401)
+
+
+def test_a_post_to_an_unknown_api_url_is_a_json_404_not_a_csrf_page():
+    from rest_framework.test import APIClient
+
+    api = APIClient(enforce_csrf_checks=True)  # as a real client meets the CSRF middleware
+    response = api.post("/api/v1/players/null,null/streak/restore/", {"reason": "x"}, format="json")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
