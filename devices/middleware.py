@@ -13,13 +13,12 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from devices import verification
+from devices.authentication import DeviceSessionAuthentication
 from memora_project import metrics
 from memora_project.errors import api_error_for
 
 
 def uses_device_session(view_func: Any) -> bool:
-    from devices.authentication import DeviceSessionAuthentication
-
     cls = getattr(view_func, "cls", None)
     classes = getattr(cls, "authentication_classes", None) or []
     return DeviceSessionAuthentication in classes

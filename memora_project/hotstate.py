@@ -66,11 +66,6 @@ class CircuitBreaker:
         with self._lock:
             return self._consecutive > 0
 
-    @property
-    def is_open(self) -> bool:
-        with self._lock:
-            return self._consecutive >= self.failures
-
     def reset(self) -> None:
         self.record_success()
 

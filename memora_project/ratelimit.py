@@ -78,27 +78,3 @@ def hit_or_raise(name: str, window: int) -> int:
     """Count one event under the full key ``name``; raises RedisUnavailable (no fallback)."""
     count, _ttl = hotstate.call(lambda r: _hit(r, [name], [window * 1000, 1]))
     return int(count)
-
-
-def peek(scope: str, key: str) -> tuple[int, float]:
-    """The current count and seconds left; raises RedisUnavailable."""
-    name = _key(scope, key)
-
-    def read(r):  # type: ignore[no-untyped-def]
-        pipe = r.pipeline(transaction=False)
-        pipe.get(name)
-        pipe.pttl(name)
-        return pipe.execute()
-
-    value, ttl_ms = hotstate.call(read)
-    return int(value or 0), max(int(ttl_ms), 0) / 1000.0
-
-
-def set_lock(scope: str, key: str, seconds: int) -> None:
-    name = _key(scope, key)
-    hotstate.call(lambda r: r.set(name, 1, ex=seconds))
-
-
-def clear(scope: str, key: str) -> None:
-    name = _key(scope, key)
-    hotstate.call(lambda r: r.delete(name))

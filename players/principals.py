@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from players import timezones
+
 
 @dataclass(frozen=True)
 class PlayerPrincipal:
@@ -35,9 +37,7 @@ class PlayerPrincipal:
         return self.player_id
 
     def effective_timezone(self, at: dt.datetime) -> str:
-        if self.timezone_pending and self.timezone_effective_at and at >= self.timezone_effective_at:
-            return self.timezone_pending
-        return self.timezone
+        return timezones.effective(self.timezone, self.timezone_pending, self.timezone_effective_at, at)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from players.signals import profile_changed
 
 def player_promote_timezone(*, profile: PlayerProfile, now: dt.datetime) -> bool:
     """Make a pending timezone current once its local midnight has passed (on the given object)."""
-    if profile.timezone_pending and profile.timezone_effective_at and now >= profile.timezone_effective_at:
+    in_force = timezones.effective(profile.timezone, profile.timezone_pending, profile.timezone_effective_at, now)
+    if profile.timezone_pending and in_force == profile.timezone_pending:
         profile.timezone = profile.timezone_pending
         profile.timezone_pending = ""
         profile.timezone_effective_at = None

@@ -21,6 +21,13 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(name)
 
 
+def effective(tz_name: str, pending: str, effective_at: dt.datetime | None, at: dt.datetime) -> str:
+    """The zone in force at ``at``: a pending change applies from its local midnight on."""
+    if pending and effective_at is not None and at >= effective_at:
+        return pending
+    return tz_name
+
+
 def local_day(at: dt.datetime, tz_name: str) -> dt.date:
     return at.astimezone(zone(tz_name)).date()
 

@@ -452,16 +452,6 @@ def release(*, claim_id: str, pids: list[int], abandon: bool = False) -> None:
     hotstate.call(run)
 
 
-def mark_dirty(pids: list[int]) -> None:
-    def run(r: redis.Redis) -> list[Any]:
-        pipe = r.pipeline(transaction=False)
-        for pid in pids:
-            pipe.sadd(dirty_key(hotstate.shard_of(pid)), pid)
-        return pipe.execute()  # type: ignore[no-any-return]
-
-    hotstate.call(run)
-
-
 def pending_stats(shards: range) -> tuple[int, float | None]:
     """(events pending or in flight, accepted_at of the oldest), from every shard's dirty set.
     Cost grows with the students awaiting a flush (bounded by the flush interval), not all students."""

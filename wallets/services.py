@@ -69,9 +69,7 @@ def _nothing_to_restore() -> ApiError:
 
 
 def local_day_for(*, profile: PlayerProfile, at: dt.datetime) -> dt.date:
-    tz = profile.timezone
-    if profile.timezone_pending and profile.timezone_effective_at and at >= profile.timezone_effective_at:
-        tz = profile.timezone_pending
+    tz = timezones.effective(profile.timezone, profile.timezone_pending, profile.timezone_effective_at, at)
     return timezones.local_day(at, tz)
 
 
@@ -157,18 +155,23 @@ def _set_streak(wallet: PlayerWallet, streak: rules.Streak) -> None:
     wallet.streak_before_break = streak.lost
 
 
-def _wallet_body(wallet: PlayerWallet, *, today: dt.date, xp_today: int) -> dict[str, Any]:
-    streak = _streak_of(wallet)
+def _wallet_view(*, xp_total: int, xp_today: int, streak: rules.Streak, today: dt.date) -> dict[str, Any]:
+    """The wallet body of the API, from either copy (Redis or the database)."""
+    last = streak.last_day
     return {
-        "xp_total": wallet.xp_total,
+        "xp_total": xp_total,
         "xp_today": xp_today,
         "current_streak": rules.streak_shown(streak, today),
-        "longest_streak": wallet.longest_streak,
-        "last_activity_date": wallet.last_activity_date.isoformat() if wallet.last_activity_date else None,
+        "longest_streak": streak.longest,
+        "last_activity_date": last.isoformat() if last else None,
         "today": today.isoformat(),
-        "streak_active_today": wallet.last_activity_date is not None and wallet.last_activity_date >= today,
-        "streak_freezes": wallet.streak_freezes,
+        "streak_active_today": last is not None and last >= today,
+        "streak_freezes": streak.freezes,
     }
+
+
+def _wallet_body(wallet: PlayerWallet, *, today: dt.date, xp_today: int) -> dict[str, Any]:
+    return _wallet_view(xp_total=wallet.xp_total, xp_today=xp_today, streak=_streak_of(wallet), today=today)
 
 
 def _lesson_xp_today(*, player_id: int, day: dt.date) -> int:
@@ -446,16 +449,8 @@ def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
     streak = rules.Streak(
         int(data["streak"] or 0), int(data["longest"] or 0), last, int(data["freezes"] or 0), int(data["brk"] or 0)
     )
-    return {
-        "xp_total": int(data["xp"] or 0),
-        "xp_today": int(data["xpd"] or 0) if data["day"] == today.isoformat() else 0,
-        "current_streak": rules.streak_shown(streak, today),
-        "longest_streak": streak.longest,
-        "last_activity_date": last.isoformat() if last else None,
-        "today": today.isoformat(),
-        "streak_active_today": last is not None and last >= today,
-        "streak_freezes": streak.freezes,
-    }
+    xp_today = int(data["xpd"] or 0) if data["day"] == today.isoformat() else 0
+    return _wallet_view(xp_total=int(data["xp"] or 0), xp_today=xp_today, streak=streak, today=today)
 
 
 # --- the flush ------------------------------------------------------------------------------------
