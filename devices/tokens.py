@@ -11,9 +11,9 @@ import re
 import secrets
 from dataclasses import dataclass
 
-_TOKEN_RE = re.compile(r"^mem_([1-9][0-9]{0,17})_([A-Za-z0-9_-]{43,86})$")
-_KEY_RE = re.compile(r"^mks_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43,86})$")
-_DEVICE_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_TOKEN_RE = re.compile(r"mem_([1-9][0-9]{0,17})_([A-Za-z0-9_-]{43,86})")
+_KEY_RE = re.compile(r"mks_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43,86})")
+_DEVICE_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def digest(value: str) -> str:
@@ -31,7 +31,7 @@ class ParsedToken:
 
 
 def token_parse(raw: str) -> ParsedToken | None:
-    match = _TOKEN_RE.match(raw)
+    match = _TOKEN_RE.fullmatch(raw)
     if match is None:
         return None
     return ParsedToken(player_id=int(match.group(1)), digest=digest(raw))
@@ -44,7 +44,7 @@ def service_key_new() -> tuple[str, str]:
 
 
 def service_key_valid_shape(raw: str) -> bool:
-    return _KEY_RE.match(raw) is not None
+    return _KEY_RE.fullmatch(raw) is not None
 
 
 def device_id_normalize(raw: str | None) -> str | None:
@@ -52,4 +52,4 @@ def device_id_normalize(raw: str | None) -> str | None:
     if raw is None:
         return None
     value = raw.strip().lower()
-    return value if _DEVICE_ID_RE.match(value) else None
+    return value if _DEVICE_ID_RE.fullmatch(value) else None

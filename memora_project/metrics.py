@@ -28,6 +28,12 @@ FLUSH_SECONDS = Histogram(
     "Duration of a wallet flush.",
     buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
+DEAD_LETTERS = Counter(
+    "memora_dead_letters_total", "Accepted events the database refused, set aside in the dead-letter table."
+)
+FLUSH_DROPPED_DELETED = Counter(
+    "memora_flush_dropped_deleted_total", "Pending events dropped because their student was deleted."
+)
 RATE_LIMITED = Counter("memora_rate_limited_total", "Requests refused by a rate limit, by scope.", ["scope"])
 
 # Labels known in advance are exported at 0 from the start, so that rate() works at once; the

@@ -51,33 +51,67 @@ def dirty_key(shard: int) -> str:
     return f"{hotstate.shard_prefix(shard)}dirty"
 
 
+def lua_arguments(names: tuple[str, ...]) -> str:
+    """The Lua prelude that names a script's ARGV: one spec gives the positions to the script and to
+    its Python caller (:func:`argv`), so no position is written twice."""
+    return "local " + ", ".join(names) + " = " + ", ".join(f"ARGV[{i}]" for i in range(1, len(names) + 1)) + "\n"
+
+
+def argv(names: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
+    return [values[name] for name in names]
+
+
+# The award script's arguments, by name. `idem` is the request's key digest (hex), `fp` its
+# fingerprint digest (32 hex), `spare_ids` comma-separated ids for the freeze events one call may add.
+AWARD_ARGS = (
+    "now",
+    "day",
+    "day_ordinal",
+    "kind",
+    "lesson_id",
+    "base",
+    "cap",
+    "fp",
+    "event_id",
+    "rate_limit",
+    "rate_window_ms",
+    "idem_ttl_ms",
+    "player_id",
+    "reason",
+    "idem",
+    "freeze_every",
+    "freeze_max",
+    "spare_ids",
+    "actor",
+)
+
 # KEYS: 1 wallet, 2 lessons of the last activity day, 3 pending, 4 dirty set, 5 idempotency record,
-# 6 rate counter. ARGV: 1 now (epoch s), 2 local day (YYYY-MM-DD), 3 day ordinal, 4 kind ('lesson',
-# 'service' or 'restore'), 5 lesson id, 6 base amount, 7 daily cap, 8 fingerprint, 9 event id,
-# 10 rate limit (0: none), 11 rate window ms, 12 idempotency ttl ms, 13 player id, 14 reason,
-# 15 idempotency scope, 16 idempotency key, 17 a freeze every N streak days, 18 freezes held at
-# most, 19 spare event ids (comma-separated, for the freeze events), 20 actor.
-# One call: dedupe, the XP and streak rules, the wallet hash, the events (with the wallet after
-# each and its version), the dirty set, the stored response. Mirrors wallets.rules.
-AWARD_LUA = """
+# 6 rate counter. One call: dedupe, the XP and streak rules, the wallet hash, the events (each with
+# the wallet after it, its generation and version, and its request's key and fingerprint digests),
+# the dirty set, the stored response. Mirrors wallets.rules.
+AWARD_LUA = (
+    lua_arguments(AWARD_ARGS)
+    + """
 local rec = redis.call('GET', KEYS[5])
 if rec then
   local r = cjson.decode(rec)
-  if r['fp'] ~= ARGV[8] then return {'conflict'} end
+  -- Records written before the ledger kept 128-bit digests hold the whole SHA-256.
+  if string.sub(r['fp'], 1, 32) ~= fp then return {'conflict'} end
   return {'replay', tostring(r['status']), r['body']}
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'cold'} end
-local limit = tonumber(ARGV[10])
+local limit = tonumber(rate_limit)
 if limit > 0 then
   local n = redis.call('INCR', KEYS[6])
   local ttl = redis.call('PTTL', KEYS[6])
   if ttl < 0 then
-    redis.call('PEXPIRE', KEYS[6], ARGV[11])
-    ttl = tonumber(ARGV[11])
+    redis.call('PEXPIRE', KEYS[6], rate_window_ms)
+    ttl = tonumber(rate_window_ms)
   end
   if n > limit then return {'limited', tostring(ttl)} end
 end
-local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'xpd', 'brk')
+local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'xpd', 'brk',
+                    'gen')
 local xp = tonumber(w[1]) or 0
 local streak = tonumber(w[2]) or 0
 local longest = tonumber(w[3]) or 0
@@ -88,10 +122,10 @@ local freezes = tonumber(w[6]) or 0
 local ver = tonumber(w[7]) or 0
 local xpd = tonumber(w[8]) or 0
 local brk = tonumber(w[9]) or 0
-local kind = ARGV[4]
-local day = tonumber(ARGV[3])
-local every = tonumber(ARGV[17])
-local max_freezes = tonumber(ARGV[18])
+local gen = tonumber(w[10]) or 0
+local dayn = tonumber(day_ordinal)
+local every = tonumber(freeze_every)
+local max_freezes = tonumber(freeze_max)
 
 -- An ordinal day (Python's date.toordinal) as YYYY-MM-DD (Howard Hinnant's civil_from_days).
 local function iso(ordinal)
@@ -117,40 +151,41 @@ local function shown_at(d)
 end
 
 local spare = {}
-for id in string.gmatch(ARGV[19], '[^,]+') do spare[#spare + 1] = id end
+for id in string.gmatch(spare_ids, '[^,]+') do spare[#spare + 1] = id end
 local events = {}
 local main = nil
-local function add_event(id, k, amount, eday, key)
+local function add_event(id, k, amount, eday)
   ver = ver + 1
   local e = {
     event_id = id, kind = k, amount = amount, lesson_id = '', reason = '', local_day = eday,
     -- One call's events are a microsecond apart, in order, so the history lists them in order.
-    accepted_at = string.format('%.6f', tonumber(ARGV[1]) + #events * 0.000001),
-    version = ver, xp_total_after = xp, streak_after = streak,
-    longest_after = longest, last_day_after = lastd or '', freezes_after = freezes, break_after = brk,
-    idem_scope = ARGV[15], idem_key = key, fingerprint = ARGV[8], actor = ARGV[20]
+    accepted_at = string.format('%.6f', tonumber(now) + #events * 0.000001),
+    gen = gen, version = ver, xp_total_after = xp, xp_day_after = xpd, capped = false,
+    streak_after = streak, longest_after = longest, last_day_after = lastd or '',
+    freezes_after = freezes, break_after = brk,
+    idem = idem, fp = fp, req = event_id, actor = actor
   }
   events[#events + 1] = e
   return e
 end
 
-local awarded = tonumber(ARGV[6])
+local awarded = tonumber(base)
 local capped = false
-local before = shown_at(day)
+local before = shown_at(dayn)
 if kind == 'lesson' then
   local earned = false
-  if last == nil or day > last then
+  if last == nil or dayn > last then
     if last == nil then
       streak = 1
-    elseif day == last + 1 then
+    elseif dayn == last + 1 then
       streak = streak + 1
     else
-      local gap = day - last - 1
+      local gap = dayn - last - 1
       if gap <= freezes then
         for i = 1, gap do
           freezes = freezes - 1
           lastd = iso(last + i)
-          add_event(spare[i], 'freeze_used', 0, lastd, ARGV[16] .. '#freeze_used:' .. i)
+          add_event(spare[i], 'freeze_used', 0, lastd)['xp_day_after'] = 0
         end
         streak = streak + 1
       else
@@ -162,84 +197,85 @@ if kind == 'lesson' then
       earned = true
     end
     if streak > longest then longest = streak end
-    last = day
-    lastd = ARGV[2]
+    last = dayn
+    lastd = day
     xpd = 0
     redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[1], 'day', ARGV[2])
+    redis.call('HSET', KEYS[1], 'day', day)
   end
   -- A day before the last one counts as the last day: it never reopens a closed day's cap.
   -- The same lesson again that day earns 0; otherwise the award is cut to what the cap leaves.
-  if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then
+  if redis.call('SISMEMBER', KEYS[2], lesson_id) == 1 then
     awarded = 0
   else
-    local left = tonumber(ARGV[7]) - xpd
+    local left = tonumber(cap) - xpd
     if left < 0 then left = 0 end
     if awarded > left then
       awarded = left
       capped = true
     end
-    redis.call('SADD', KEYS[2], ARGV[5])
+    redis.call('SADD', KEYS[2], lesson_id)
   end
   xpd = xpd + awarded
   xp = xp + awarded
-  main = add_event(ARGV[9], 'lesson', awarded, lastd, ARGV[16])
-  main['lesson_id'] = ARGV[5]
+  main = add_event(event_id, 'lesson', awarded, lastd)
+  main['lesson_id'] = lesson_id
+  main['capped'] = capped
   if earned then
     -- After the lesson event: a freeze earned on this streak day is an event of its own.
     freezes = freezes + 1
-    add_event(spare[#spare], 'freeze_earned', 0, lastd, ARGV[16] .. '#freeze_earned')
+    add_event(spare[#spare], 'freeze_earned', 0, lastd)
   end
 elseif kind == 'restore' then
   if brk > 0 then
     streak = brk + streak
     brk = 0
-    if last < day - 1 then
-      last = day - 1
+    if last < dayn - 1 then
+      last = dayn - 1
       lastd = iso(last)
     end
   elseif last ~= nil and streak > 0 and before == 0 then
-    last = day - 1
+    last = dayn - 1
     lastd = iso(last)
   else
     return {'nothing'}
   end
   if streak > longest then longest = streak end
   awarded = 0
-  main = add_event(ARGV[9], 'streak_restored', 0, ARGV[2], ARGV[16])
+  main = add_event(event_id, 'streak_restored', 0, day)
+  main['streak_before'] = before
 else
   xp = xp + awarded
-  main = add_event(ARGV[9], kind, awarded, ARGV[2], ARGV[16])
+  main = add_event(event_id, kind, awarded, day)
 end
-main['reason'] = ARGV[14]
+main['reason'] = reason
 
 local shown_today = 0
-if last ~= nil and last >= day then shown_today = xpd end
+if last ~= nil and last >= dayn then shown_today = xpd end
 local wallet = {
-  xp_total = xp, xp_today = shown_today, current_streak = shown_at(day), longest_streak = longest,
-  last_activity_date = lastd or cjson.null, today = ARGV[2],
-  streak_active_today = (last ~= nil and last >= day), streak_freezes = freezes
+  xp_total = xp, xp_today = shown_today, current_streak = shown_at(dayn), longest_streak = longest,
+  last_activity_date = lastd or cjson.null, today = day,
+  streak_active_today = (last ~= nil and last >= dayn), streak_freezes = freezes
 }
 local body
 if kind == 'lesson' then
-  body = cjson.encode({event_id = ARGV[9], xp_awarded = awarded, capped = capped, wallet = wallet})
+  body = cjson.encode({event_id = event_id, xp_awarded = awarded, capped = capped, wallet = wallet})
 elseif kind == 'restore' then
-  body = cjson.encode({event_id = ARGV[9], kind = 'streak_restored', streak_before = before,
-                       streak_after = shown_at(day), wallet = wallet})
+  body = cjson.encode({event_id = event_id, kind = 'streak_restored', streak_before = before,
+                       streak_after = shown_at(dayn), wallet = wallet})
 else
-  body = cjson.encode({event_id = ARGV[9], xp_awarded = awarded, wallet = wallet})
+  body = cjson.encode({event_id = event_id, xp_awarded = awarded, wallet = wallet})
 end
-main['status'] = 201
-main['body'] = body
 local lastv = ''
 if last ~= nil then lastv = tostring(last) end
 redis.call('HSET', KEYS[1], 'xp', xp, 'streak', streak, 'longest', longest, 'last', lastv,
            'lastd', lastd or '', 'ver', ver, 'xpd', xpd, 'freezes', freezes, 'brk', brk)
 for i = 1, #events do redis.call('RPUSH', KEYS[3], cjson.encode(events[i])) end
-redis.call('SADD', KEYS[4], ARGV[13])
-redis.call('SET', KEYS[5], cjson.encode({fp = ARGV[8], status = 201, body = body}), 'PX', ARGV[12])
+redis.call('SADD', KEYS[4], player_id)
+redis.call('SET', KEYS[5], cjson.encode({fp = fp, status = 201, body = body}), 'PX', idem_ttl_ms)
 return {'ok', body}
 """
+)
 
 # KEYS: 1 wallet, 2 lessons today, 3.. idempotency records. ARGV: 1 generation, 2 expected version
 # ('' when the wallet was absent), 3 wallet fields JSON, 4 lessons JSON, 5 idem ttl ms, 6.. records.
@@ -271,17 +307,19 @@ end
 return 1
 """
 
-# KEYS: dirty set, then per student: pending, in-flight, in-flight meta. ARGV: claim id, now,
-# lease until, then the player ids. Moves pending events under the claim; adopts claims whose
-# lease expired; leaves live claims of another flush alone. A student stays in the dirty set until
-# the release finds nothing left, so an abandoned claim is found again by the next flush.
-# Returns {pid, adopted, {events...}} triples.
+# KEYS: dirty set, then per student: pending, in-flight, in-flight meta. ARGV: claim id, lease
+# seconds, then the player ids. Moves pending events under the claim; adopts claims whose lease
+# expired; leaves live claims of another flush alone. Lease times come from Redis TIME (one clock
+# for every flusher). A student stays in the dirty set until the release finds nothing left, so an
+# abandoned claim is found again by the next flush. Returns {pid, adopted, {events...}} triples.
 CLAIM_LUA = """
 local out = {}
-local now = tonumber(ARGV[2])
-for i = 4, #ARGV do
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease_until = string.format('%.6f', now + tonumber(ARGV[2]))
+for i = 3, #ARGV do
   local pid = ARGV[i]
-  local base = 2 + (i - 4) * 3
+  local base = 2 + (i - 3) * 3
   local pe, inf, meta = KEYS[base], KEYS[base + 1], KEYS[base + 2]
   local owner = redis.call('HGET', meta, 'claim')
   local lease = tonumber(redis.call('HGET', meta, 'lease') or '0')
@@ -300,7 +338,7 @@ for i = 4, #ARGV do
       end
     end
     if redis.call('EXISTS', inf) == 1 then
-      redis.call('HSET', meta, 'claim', ARGV[1], 'lease', ARGV[3])
+      redis.call('HSET', meta, 'claim', ARGV[1], 'lease', lease_until)
       out[#out + 1] = pid
       -- Adopted from an earlier flush: some of these events may already be in the ledger.
       if owner then out[#out + 1] = '1' else out[#out + 1] = '0' end
@@ -345,7 +383,8 @@ def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def award(*, pid: int, idem_digest: str, args: list[Any]) -> list[Any]:
+def award(*, pid: int, idem_digest: str, values: dict[str, Any]) -> list[Any]:
+    args = argv(AWARD_ARGS, values)
     keys = [
         wallet_key(pid),
         lessons_key(pid),
@@ -415,8 +454,19 @@ class Claimed:
     events: list[str]
     adopted: bool  # some events may already be in the ledger (a dead flush wrote them)
 
+    def by_id(self) -> dict[str, str]:
+        """The raw events by event id (for a dead letter's payload)."""
+        found: dict[str, str] = {}
+        for raw in self.events:
+            text = _text(raw)
+            try:
+                found[str(json.loads(text)["event_id"])] = text
+            except (ValueError, KeyError, TypeError):
+                continue
+        return found
 
-def claim(*, claim_id: str, now: float, lease_until: float, by_shard: dict[int, list[int]]) -> dict[int, Claimed]:
+
+def claim(*, claim_id: str, lease_seconds: float, by_shard: dict[int, list[int]]) -> dict[int, Claimed]:
     """Claim the students' events, one Lua call per shard, all in one pipeline."""
 
     def run(r: redis.Redis) -> list[Any]:
@@ -425,7 +475,7 @@ def claim(*, claim_id: str, now: float, lease_until: float, by_shard: dict[int, 
             keys = [dirty_key(shard)]
             for pid in pids:
                 keys += [pending_key(pid), inflight_key(pid), inflight_meta_key(pid)]
-            _claim(pipe, keys, [claim_id, repr(now), repr(lease_until), *pids])
+            _claim(pipe, keys, [claim_id, repr(float(lease_seconds)), *pids])
         return pipe.execute()  # type: ignore[no-any-return]
 
     claimed: dict[int, Claimed] = {}

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from memora_project.errors import ApiError
+from wallets.models import DIGEST_BYTES
 
 
 def key_from_header(raw: str | None) -> str:
@@ -32,4 +33,15 @@ def fingerprint(*, method: str, route: str, path_params: dict[str, Any], body: A
 
 
 def key_digest(scope_value: str, key: str) -> str:
-    return hashlib.sha256(f"{scope_value}\n{key}".encode()).hexdigest()[:40]
+    """The request's key digest (128 bits, hex): names its Redis record; the ledger keeps it binary."""
+    return hashlib.sha256(f"{scope_value}\n{key}".encode()).hexdigest()[: DIGEST_BYTES * 2]
+
+
+def fingerprint_digest(fingerprint_hex: str) -> str:
+    """The 128 bits of a fingerprint that the ledger and the Redis record compare (hex)."""
+    return fingerprint_hex[: DIGEST_BYTES * 2]
+
+
+def ledger_digest(hex_digest: str) -> bytes:
+    """A digest as the ledger stores it: its first 128 bits, binary (case always counts)."""
+    return bytes.fromhex(hex_digest[: DIGEST_BYTES * 2])

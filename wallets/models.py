@@ -1,10 +1,46 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 
 from players.models import PlayerProfile
+
+# Bytes of the idempotency and fingerprint digests the ledger keeps (128 bits of SHA-256).
+DIGEST_BYTES = 16
+
+
+class DigestField(models.BinaryField):
+    """A fixed-size binary digest: ``BINARY(n)`` on MariaDB (indexable, compared byte for byte),
+    a blob elsewhere."""
+
+    def __init__(self, *args: Any, length: int = DIGEST_BYTES, **kwargs: Any) -> None:
+        self.length = length
+        kwargs.setdefault("editable", False)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        kwargs["length"] = self.length
+        kwargs.pop("editable", None)
+        return name, path, args, kwargs
+
+    def db_type(self, connection: Any) -> str:
+        if connection.vendor == "mysql":
+            return f"binary({self.length})"
+        return super().db_type(connection) or "blob"
+
+
+class ExactCharField(models.CharField):
+    """An identifier compared exactly: MariaDB's default collation ignores case (and trailing
+    spaces), Redis does not; a binary collation makes both agree. ASCII only (the patterns allow
+    nothing else)."""
+
+    def db_type(self, connection: Any) -> str:
+        if connection.vendor == "mysql":
+            return f"varchar({self.max_length}) CHARACTER SET ascii COLLATE ascii_bin"
+        return super().db_type(connection) or f"varchar({self.max_length})"
 
 
 class PlayerWallet(models.Model):
@@ -22,7 +58,11 @@ class PlayerWallet(models.Model):
     streak_freezes = models.IntegerField(default=0)
     # The streak the last break reset, which support may restore; 0 when there is none.
     streak_before_break = models.IntegerField(default=0)
+    # (applied_generation, version): the newest event applied to the streak fields, in the
+    # (generation, version) order every event carries. An event at or below it may already be in
+    # the ledger (a rollback or a stalled flusher hands it out again); one above it is new.
     version = models.BigIntegerField(default=0)
+    applied_generation = models.BigIntegerField(default=0)
     generation = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -59,27 +99,31 @@ class LedgerEvent(models.Model):
     player = models.ForeignKey(PlayerProfile, on_delete=models.CASCADE, related_name="ledger")
     kind = models.CharField(max_length=16, choices=EventKind.choices)
     amount = models.IntegerField()
-    # NULL, not "": the API shows null for an event without a lesson or a reason, and the
-    # idempotency pair below must not collide for events that carry no key.
-    lesson_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    # NULL, not "": the API shows null for an event without a lesson or a reason.
+    lesson_id = ExactCharField(max_length=64, null=True, blank=True)
     reason = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     accepted_at = models.DateTimeField()
     local_day = models.DateField()
-    # The idempotency key and what it answered, so that the database path and the Redis path
-    # can never both count one request.
-    idem_scope = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
-    idem_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
-    fingerprint = models.CharField(max_length=64, blank=True, default="")
-    response_status = models.SmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
-    # The wallet after the event.
+    # Digests of the request's (scope, key) and of its fingerprint, never the raw key: a client's key
+    # never exceeds a column and case always counts. Every event of one request (a lesson and the
+    # freezes it used or earned) carries the request's key digest. Not unique: a key older than
+    # the idempotency TTL is a new request; the writers, holding the wallet row lock, keep the rest.
+    idem_digest = DigestField(null=True, blank=True)
+    fp_digest = DigestField(null=True, blank=True)
+    # The wallet after the event, in the (generation, version) order; with `capped` and the day's
+    # lesson XP a replay's body is rebuilt from the row.
+    generation = models.BigIntegerField(default=0)
     version = models.BigIntegerField()
     xp_total_after = models.BigIntegerField()
+    xp_day_after = models.IntegerField(default=0)
+    capped = models.BooleanField(default=False)
     streak_after = models.IntegerField()
     longest_after = models.IntegerField()
     last_day_after = models.DateField(null=True, blank=True)
     freezes_after = models.IntegerField(default=0)
     break_after = models.IntegerField(default=0)
+    # A streak restore's answer shows the streak before it.
+    streak_before = models.IntegerField(null=True, blank=True)
     # Who made a manual change (a streak restore): "service:<key name>" or "admin:<username>".
     actor = models.CharField(max_length=160, blank=True, default="")
     source = models.CharField(max_length=8, default="redis")
@@ -88,12 +132,12 @@ class LedgerEvent(models.Model):
     class Meta:
         verbose_name = "ledger event"
         constraints = [
-            models.UniqueConstraint(fields=["idem_scope", "idem_key"], name="ledger_idempotency_unique"),
             models.CheckConstraint(condition=models.Q(amount__gte=0), name="ledger_amount_nonnegative"),
         ]
         indexes = [
             models.Index(fields=["player", "accepted_at", "event_id"], name="ledger_player_accepted"),
             models.Index(fields=["player", "local_day", "kind"], name="ledger_player_day"),
+            models.Index(fields=["idem_digest"], name="ledger_idem_digest"),
         ]
 
     def __str__(self) -> str:
@@ -132,3 +176,24 @@ class FlushRun(models.Model):
 
     def __str__(self) -> str:
         return f"flush at {self.finished_at:%Y-%m-%d %H:%M:%S}: {self.events} events"
+
+
+class DeadLetter(models.Model):
+    """An accepted event the database refused (in the database: a Redis rollback must not lose
+    it). It counts as accepted until support retries it into the ledger or discards it."""
+
+    player = models.ForeignKey(PlayerProfile, on_delete=models.CASCADE, related_name="+")
+    event_id = models.UUIDField(unique=True)
+    payload = models.TextField()  # the event as the award script wrote it
+    error = models.TextField()
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=16, blank=True, default="")  # "retried" or "discarded"
+    resolved_by = models.CharField(max_length=160, blank=True, default="")
+
+    class Meta:
+        verbose_name = "dead letter"
+        indexes = [models.Index(fields=["player", "resolved_at"], name="deadletter_player_open")]
+
+    def __str__(self) -> str:
+        return f"dead letter {self.event_id} of player {self.player_id}"

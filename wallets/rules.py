@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 
-LESSON_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Matched whole (``fullmatch``): ``$`` would accept a trailing newline.
+LESSON_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def lesson_base_xp(score: int | None) -> int:

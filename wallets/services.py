@@ -13,11 +13,11 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -25,9 +25,8 @@ from memora_project import hotstate, metrics, ratelimit
 from memora_project.errors import ApiError, rate_limited, service_unavailable
 from players import timezones
 from players.models import PlayerProfile
-from wallets import cache, rules
-from wallets.idempotency import key_digest
-from wallets.models import EventKind, FlushRun, LedgerEvent, PlayerWallet, WalletOutbox
+from wallets import cache, idempotency, rules
+from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet, WalletOutbox
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +44,14 @@ class AwardRequest:
     reason: str | None = None
     rate_limit: tuple[int, int] | None = None
     actor: str = ""
+
+    @property
+    def idem_digest(self) -> str:
+        return idempotency.key_digest(self.idem_scope, self.idem_key)
+
+    @property
+    def fp_digest(self) -> str:
+        return idempotency.fingerprint_digest(self.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -81,36 +88,33 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
     did not run it."""
     now = time.time()
     event_id = str(uuid.uuid4())
-    # Ids for the freeze events one call may add: up to the freezes held, plus one earned.
-    spare_ids = ",".join(str(uuid.uuid4()) for _ in range(settings.MEMORA_STREAK_FREEZE_MAX + 1))
+    digest = request.idem_digest
     limit, window = request.rate_limit or (0, 1)
-    args = [
-        repr(now),
-        request.local_day.isoformat(),
-        request.local_day.toordinal(),
-        request.kind,
-        request.lesson_id or "",
-        request.base_amount,
-        settings.MEMORA_XP_DAILY_CAP,
-        request.fingerprint,
-        event_id,
-        limit,
-        window * 1000,
-        settings.MEMORA_IDEMPOTENCY_TTL * 1000,
-        request.player_id,
-        request.reason or "",
-        request.idem_scope,
-        request.idem_key,
-        settings.MEMORA_STREAK_FREEZE_EVERY,
-        settings.MEMORA_STREAK_FREEZE_MAX,
-        spare_ids,
-        request.actor,
-    ]
+    values = {
+        "now": repr(now),
+        "day": request.local_day.isoformat(),
+        "day_ordinal": request.local_day.toordinal(),
+        "kind": request.kind,
+        "lesson_id": request.lesson_id or "",
+        "base": request.base_amount,
+        "cap": settings.MEMORA_XP_DAILY_CAP,
+        "fp": request.fp_digest,
+        "event_id": event_id,
+        "rate_limit": limit,
+        "rate_window_ms": window * 1000,
+        "idem_ttl_ms": settings.MEMORA_IDEMPOTENCY_TTL * 1000,
+        "player_id": request.player_id,
+        "reason": request.reason or "",
+        "idem": digest,
+        "freeze_every": settings.MEMORA_STREAK_FREEZE_EVERY,
+        "freeze_max": settings.MEMORA_STREAK_FREEZE_MAX,
+        # Ids for the freeze events one call may add: up to the freezes held, plus one earned.
+        "spare_ids": ",".join(str(uuid.uuid4()) for _ in range(settings.MEMORA_STREAK_FREEZE_MAX + 1)),
+        "actor": request.actor,
+    }
     try:
         for _attempt in range(3):
-            result = cache.award(
-                pid=request.player_id, idem_digest=key_digest(request.idem_scope, request.idem_key), args=args
-            )
+            result = cache.award(pid=request.player_id, idem_digest=digest, values=values)
             if result[0] != "cold":
                 break
             wallet_cache_rebuild(player_id=request.player_id)
@@ -120,7 +124,7 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         if not exc.certainly_not_run:
             # Sent, maybe run: the client's retry with the same key settles it.
             raise service_unavailable(1) from exc
-        with _key_in_flight(key_digest(request.idem_scope, request.idem_key)):
+        with _key_in_flight(digest):
             return _award_database(request=request, event_id=event_id)
     status = result[0]
     if status == "ok":
@@ -181,13 +185,55 @@ def _lesson_xp_today(*, player_id: int, day: dt.date) -> int:
     return int(total or 0)
 
 
+FREEZE_KINDS = (EventKind.FREEZE_USED, EventKind.FREEZE_EARNED)
+
+
+def replay_body(events: list[LedgerEvent], *, today: dt.date | None = None) -> dict[str, Any]:
+    """The first answer to a request, rebuilt from its ledger rows (the main event and the freezes
+    it used or earned): the ledger keeps what the body shows, not the body. ``today`` is the
+    request's day; a replay takes the event's day (they differ only for a lesson sent on a day
+    before the last activity day, after a westward timezone move, where `today` shows that day)."""
+    main = next(e for e in events if e.kind not in FREEZE_KINDS)
+    after = max(events, key=lambda e: (e.generation, e.version))
+    today = today or main.local_day
+    streak = rules.Streak(
+        after.streak_after, after.longest_after, after.last_day_after, after.freezes_after, after.break_after
+    )
+    last = after.last_day_after
+    xp_today = after.xp_day_after if last is not None and last >= today else 0
+    body: dict[str, Any] = {"event_id": str(main.event_id)}
+    if main.kind == EventKind.STREAK_RESTORED:
+        body.update(kind=EventKind.STREAK_RESTORED.value, streak_before=main.streak_before or 0)
+        body["streak_after"] = rules.streak_shown(streak, today)
+    else:
+        body["xp_awarded"] = main.amount
+        if main.kind == EventKind.LESSON:
+            body["capped"] = main.capped
+    body["wallet"] = _wallet_view(xp_total=after.xp_total_after, xp_today=xp_today, streak=streak, today=today)
+    return body
+
+
+def ledger_requests(*, player_id: int, digests: list[bytes] | None = None) -> dict[bytes, list[LedgerEvent]]:
+    """The student's requests younger than the idempotency TTL, by key digest (a key older than
+    that is a new request on every path, as in Stripe's semantics)."""
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.MEMORA_IDEMPOTENCY_TTL)
+    rows = LedgerEvent.objects.filter(player_id=player_id, accepted_at__gte=cutoff, idem_digest__isnull=False)
+    if digests is not None:
+        rows = rows.filter(idem_digest__in=digests)
+    found: dict[bytes, list[LedgerEvent]] = {}
+    for row in rows.order_by("id"):
+        found.setdefault(bytes(row.idem_digest), []).append(row)
+    return found
+
+
 def _replay_from_ledger(request: AwardRequest) -> AwardOutcome | None:
-    previous = LedgerEvent.objects.filter(idem_scope=request.idem_scope, idem_key=request.idem_key).first()
-    if previous is None:
+    digest = idempotency.ledger_digest(request.idem_digest)
+    events = ledger_requests(player_id=request.player_id, digests=[digest]).get(digest)
+    if not events:
         return None
-    if previous.fingerprint != request.fingerprint:
+    if bytes(events[0].fp_digest or b"") != idempotency.ledger_digest(request.fp_digest):
         raise _reused()
-    return AwardOutcome(previous.response_status or 201, previous.response_body or {}, replayed=True, path="database")
+    return AwardOutcome(201, replay_body(events), replayed=True, path="database")
 
 
 @contextlib.contextmanager
@@ -214,7 +260,9 @@ def _key_in_flight(digest: str) -> Iterator[None]:
 
 @transaction.atomic
 def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
-    """Redis is away: judge the award from the database alone (pending Redis events are out of reach)."""
+    """Redis is away: judge the award from the database alone (pending Redis events are out of
+    reach). Holds the student's wallet row lock, as every writer of their ledger rows does, so the
+    idempotency lookup below is exact."""
     now = timezone.now()
     if request.rate_limit:
         limit, window = request.rate_limit
@@ -228,11 +276,17 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
         return replay
     today = request.local_day
     amount = request.base_amount
-    capped = False
     before = rules.streak_shown(_streak_of(wallet), today)
+    # The events carry the generation this change bumps to: in (generation, version) order they
+    # come after every Redis event computed from the copy this change makes stale.
+    wallet.generation += 1
+    wallet.applied_generation = wallet.generation
+    idem = idempotency.ledger_digest(request.idem_digest)
+    fp = idempotency.ledger_digest(request.fp_digest)
     rows: list[LedgerEvent] = []
+    xp_day = 0
 
-    def add(kind: str, amount: int, day: dt.date, key: str, **extra: Any) -> LedgerEvent:
+    def add(kind: str, amount: int, day: dt.date, **extra: Any) -> LedgerEvent:
         wallet.version += 1
         row = LedgerEvent(
             event_id=uuid.UUID(extra.pop("event_id")) if "event_id" in extra else uuid.uuid4(),
@@ -241,11 +295,12 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
             amount=amount,
             accepted_at=now + dt.timedelta(microseconds=len(rows)),
             local_day=day,
-            idem_scope=request.idem_scope,
-            idem_key=key,
-            fingerprint=request.fingerprint,
+            idem_digest=idem,
+            fp_digest=fp,
+            generation=wallet.generation,
             version=wallet.version,
             xp_total_after=wallet.xp_total,
+            xp_day_after=xp_day,
             streak_after=wallet.current_streak,
             longest_after=wallet.longest_streak,
             last_day_after=wallet.last_activity_date,
@@ -267,68 +322,52 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
         )
         day = activity.day
         new_day = wallet.last_activity_date is None or today > wallet.last_activity_date
-        for i, frozen in enumerate(activity.frozen_days, start=1):
+        for frozen in activity.frozen_days:
             wallet.streak_freezes -= 1
             wallet.last_activity_date = frozen
-            add(EventKind.FREEZE_USED, 0, frozen, f"{request.idem_key}#freeze_used:{i}")
+            add(EventKind.FREEZE_USED, 0, frozen)
         repeat = (not new_day) and LedgerEvent.objects.filter(
             player_id=request.player_id, local_day=day, kind=EventKind.LESSON, lesson_id=request.lesson_id
         ).exists()
-        award = rules.apply_cap(
-            base=amount,
-            earned_today=0 if new_day else _lesson_xp_today(player_id=request.player_id, day=day),
-            repeat=repeat,
-            cap=settings.MEMORA_XP_DAILY_CAP,
-        )
-        amount, capped = award.amount, award.capped
+        earned_today = 0 if new_day else _lesson_xp_today(player_id=request.player_id, day=day)
+        award = rules.apply_cap(base=amount, earned_today=earned_today, repeat=repeat, cap=settings.MEMORA_XP_DAILY_CAP)
+        amount = award.amount
+        xp_day = earned_today + amount
         wallet.xp_total += amount
         final = activity.streak
         _set_streak(wallet, replace(final, freezes=final.freezes - (1 if activity.freeze_earned else 0)))
-        main = add(EventKind.LESSON, amount, day, request.idem_key, event_id=event_id, lesson_id=request.lesson_id)
+        main = add(
+            EventKind.LESSON,
+            amount,
+            day,
+            event_id=event_id,
+            lesson_id=request.lesson_id,
+            capped=award.capped,
+            reason=request.reason,
+        )
         if activity.freeze_earned:
             _set_streak(wallet, final)
-            add(EventKind.FREEZE_EARNED, 0, day, f"{request.idem_key}#freeze_earned")
+            add(EventKind.FREEZE_EARNED, 0, day)
     elif request.kind == "restore":
         restored = rules.streak_restore(_streak_of(wallet), today)
         if restored is None:
             raise _nothing_to_restore()
         _set_streak(wallet, restored)
-        main = add(EventKind.STREAK_RESTORED, 0, today, request.idem_key, event_id=event_id)
+        if wallet.last_activity_date is not None and wallet.last_activity_date >= today:
+            xp_day = _lesson_xp_today(player_id=request.player_id, day=wallet.last_activity_date)
+        main = add(EventKind.STREAK_RESTORED, 0, today, event_id=event_id, streak_before=before, reason=request.reason)
     else:
         wallet.xp_total += amount
-        main = add(request.kind, amount, today, request.idem_key, event_id=event_id)
-    main.reason = request.reason
-    xp_today = 0
-    if wallet.last_activity_date is not None and wallet.last_activity_date >= today:
-        xp_today = _lesson_xp_today(player_id=request.player_id, day=wallet.last_activity_date) + (
-            amount if request.kind == EventKind.LESSON else 0
-        )
-    body: dict[str, Any] = {"event_id": event_id}
-    if request.kind == "restore":
-        body.update(kind=EventKind.STREAK_RESTORED, streak_before=before)
-        body["streak_after"] = rules.streak_shown(_streak_of(wallet), today)
-    else:
-        body["xp_awarded"] = amount
-        if request.kind == EventKind.LESSON:
-            body["capped"] = capped
-    body["wallet"] = _wallet_body(wallet, today=today, xp_today=xp_today)
-    main.response_status = 201
-    main.response_body = body
-    wallet.generation += 1
-    try:
-        with transaction.atomic():
-            LedgerEvent.objects.bulk_create(rows)
-    except IntegrityError:
-        # The same key committed meanwhile on another path: answer as its replay.
-        replay = _replay_from_ledger(request)
-        if replay is None:
-            raise
-        return replay
+        if wallet.last_activity_date is not None and wallet.last_activity_date >= today:
+            xp_day = _lesson_xp_today(player_id=request.player_id, day=wallet.last_activity_date)
+        main = add(request.kind, amount, today, event_id=event_id, reason=request.reason)
+    del main
+    LedgerEvent.objects.bulk_create(rows)
     wallet.save()
     WalletOutbox.objects.create(player_id=request.player_id, generation=wallet.generation, created_at=now)
     transaction.on_commit(lambda: wallet_cache_sync(player_id=request.player_id))
     transaction.on_commit(metrics.AWARDS_DATABASE.inc)
-    return AwardOutcome(201, body, replayed=False, path="database")
+    return AwardOutcome(201, replay_body(rows, today=today), replayed=False, path="database")
 
 
 # --- reading and rebuilding the Redis copy --------------------------------------------------------
@@ -337,97 +376,138 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
 def wallet_cache_sync(*, player_id: int) -> bool:
     """Rebuild the student's Redis wallet after a database-first change; True once Redis holds it."""
     try:
-        wallet_cache_rebuild(player_id=player_id, force=True)
+        generation = wallet_cache_rebuild(player_id=player_id, force=True)
     except hotstate.RedisUnavailable:
         return False
-    WalletOutbox.objects.filter(player_id=player_id).delete()
+    except PlayerProfile.DoesNotExist:
+        generation = None
+    # Only the rows this rebuild covered: a change committed meanwhile keeps its row for the next.
+    rows = WalletOutbox.objects.filter(player_id=player_id)
+    if generation is not None:
+        rows = rows.filter(generation__lte=generation)
+    rows.delete()
     return True
 
 
-def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> None:
-    """Load the wallet into Redis from the database plus the events still pending in Redis.
+def _event_order(event: dict[str, Any]) -> tuple[int, int]:
+    return int(event.get("gen") or 0), int(event["version"])
 
-    Redis is read first and the ledger second, so an event flushed in between is counted once.
-    Raises RedisUnavailable.
+
+def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> int | None:
+    """Load the wallet into Redis from the database plus the events still pending in Redis (and
+    the dead letters, which count as accepted); the database generation written, or None when a
+    warm copy was left alone.
+
+    Redis is read first and the ledger second, so an event flushed in between is counted once; the
+    wallet row and the ledger are read in one transaction holding the row (shared), so no flush
+    commits between the two reads. Raises RedisUnavailable.
     """
     for _attempt in range(5):
         version, unflushed = cache.read_unflushed(player_id)
         if version is not None and not force:
-            return
+            return None
         profile = PlayerProfile.objects.get(pk=player_id)
-        wallet = PlayerWallet.objects.filter(player_id=player_id).first() or PlayerWallet(player_id=player_id)
-        flushed_ids = set(
-            LedgerEvent.objects.filter(event_id__in=[uuid.UUID(e["event_id"]) for e in unflushed]).values_list(
-                "event_id", flat=True
-            )
-        )
-        pending = [e for e in unflushed if uuid.UUID(e["event_id"]) not in flushed_ids]
-        now = timezone.now()
-        today = local_day_for(profile=profile, at=now)
-        xp_total = wallet.xp_total + sum(int(e["amount"]) for e in pending)
-        state: dict[str, Any] = {
-            "streak": wallet.current_streak,
-            "longest": wallet.longest_streak,
-            "last": wallet.last_activity_date,
-            "freezes": wallet.streak_freezes,
-            "brk": wallet.streak_before_break,
-            "ver": wallet.version,
-        }
-        newest = max(pending, key=lambda e: int(e["version"]), default=None)
-        if newest is not None and int(newest["version"]) > wallet.version:
-            state.update(
-                streak=int(newest["streak_after"]),
-                longest=int(newest["longest_after"]),
-                last=dt.date.fromisoformat(newest["last_day_after"]) if newest["last_day_after"] else None,
-                freezes=int(newest["freezes_after"]),
-                brk=int(newest.get("break_after") or 0),
-                ver=int(newest["version"]),
-            )
-        versions = [int(e["version"]) for e in unflushed]
-        state["ver"] = max([state["ver"], wallet.version, *versions])
-        last: dt.date | None = state["last"]
-        # Today's XP and lessons belong to the last activity day (the only day still open).
-        open_day = last or today
-        day_rows = LedgerEvent.objects.filter(player_id=player_id, local_day=open_day, kind=EventKind.LESSON)
-        lessons = {row.lesson_id for row in day_rows if row.lesson_id}
-        xp_today = sum(row.amount for row in day_rows)
-        for e in pending:
-            if e["kind"] == EventKind.LESSON and e["local_day"] == open_day.isoformat():
-                xp_today += int(e["amount"])
-                if e["lesson_id"]:
-                    lessons.add(e["lesson_id"])
-        fields = {
-            "xp": str(xp_total),
-            "streak": str(state["streak"]),
-            "longest": str(state["longest"]),
-            "last": str(last.toordinal()) if last else "",
-            "lastd": last.isoformat() if last else "",
-            "freezes": str(state["freezes"]),
-            "brk": str(state["brk"]),
-            "ver": str(state["ver"]),
-            "day": open_day.isoformat(),
-            "xpd": str(xp_today),
-        }
-        cutoff = now - dt.timedelta(seconds=settings.MEMORA_IDEMPOTENCY_TTL)
-        records: dict[str, str] = {}
-        for row in LedgerEvent.objects.filter(
-            player_id=player_id, accepted_at__gte=cutoff, idem_key__isnull=False
-        ).only("idem_scope", "idem_key", "fingerprint", "response_status", "response_body"):
-            records[key_digest(row.idem_scope or "", row.idem_key or "")] = json.dumps(
-                {"fp": row.fingerprint, "status": row.response_status or 201, "body": json.dumps(row.response_body)}
-            )
+        with transaction.atomic():
+            PlayerWallet.objects.get_or_create(player_id=player_id)
+            locked = PlayerWallet.objects.filter(player_id=player_id)
+            # MariaDB 10.11 has no FOR SHARE: LOCK IN SHARE MODE, raw, on that backend.
+            if connection.vendor == "mysql":
+                table = connection.ops.quote_name(PlayerWallet._meta.db_table)
+                wallet = PlayerWallet.objects.raw(
+                    f"SELECT * FROM {table} WHERE player_id = %s LOCK IN SHARE MODE",  # noqa: S608
+                    [player_id],
+                )[0]
+            else:
+                wallet = locked.select_for_update().get()
+            state = _rebuild_state(player_id=player_id, profile=profile, wallet=wallet, unflushed=unflushed)
         written = cache.rebuild(
             pid=player_id,
             generation=wallet.generation,
             expected_version=version,
-            fields=fields,
-            lessons=sorted(lessons),
-            idem_records=records,
+            fields=state.fields,
+            lessons=state.lessons,
+            idem_records=state.records,
             idem_ttl_ms=settings.MEMORA_IDEMPOTENCY_TTL * 1000,
         )
         if written >= 0:
-            return
+            return int(wallet.generation)
     raise hotstate.RedisUnavailable("wallet kept changing during the rebuild", certainly_not_run=True)
+
+
+@dataclass(frozen=True)
+class _RebuildState:
+    fields: dict[str, str]
+    lessons: list[str]
+    records: dict[str, str]
+
+
+def _rebuild_state(
+    *, player_id: int, profile: PlayerProfile, wallet: PlayerWallet, unflushed: list[dict[str, Any]]
+) -> _RebuildState:
+    dead = [
+        json.loads(d.payload)
+        for d in DeadLetter.objects.filter(player_id=player_id, resolved_at__isnull=True).only("payload")
+    ]
+    candidates = {e["event_id"]: e for e in [*unflushed, *dead]}
+    flushed_ids = {
+        str(e)
+        for e in LedgerEvent.objects.filter(event_id__in=[uuid.UUID(i) for i in candidates]).values_list(
+            "event_id", flat=True
+        )
+    }
+    pending = [e for i, e in candidates.items() if i not in flushed_ids]
+    now = timezone.now()
+    today = local_day_for(profile=profile, at=now)
+    xp_total = wallet.xp_total + sum(int(e["amount"]) for e in pending)
+    state: dict[str, Any] = {
+        "streak": wallet.current_streak,
+        "longest": wallet.longest_streak,
+        "last": wallet.last_activity_date,
+        "freezes": wallet.streak_freezes,
+        "brk": wallet.streak_before_break,
+    }
+    newest = max(pending, key=_event_order, default=None)
+    if newest is not None and _event_order(newest) > (wallet.applied_generation, wallet.version):
+        state.update(
+            streak=int(newest["streak_after"]),
+            longest=max(int(newest["longest_after"]), wallet.longest_streak),
+            last=dt.date.fromisoformat(newest["last_day_after"]) if newest["last_day_after"] else None,
+            freezes=int(newest["freezes_after"]),
+            brk=int(newest.get("break_after") or 0),
+        )
+    # The next Redis event must come after everything seen, in (generation, version) order: the
+    # hash's generation is the database's, its version the highest seen.
+    ver = max([wallet.version, *(int(e["version"]) for e in unflushed)])
+    last: dt.date | None = state["last"]
+    # Today's XP and lessons belong to the last activity day (the only day still open).
+    open_day = last or today
+    day_rows = LedgerEvent.objects.filter(player_id=player_id, local_day=open_day, kind=EventKind.LESSON)
+    lessons = {row.lesson_id for row in day_rows.only("lesson_id", "amount") if row.lesson_id}
+    xp_today = sum(row.amount for row in day_rows.only("lesson_id", "amount"))
+    for e in pending:
+        if e["kind"] == EventKind.LESSON and e["local_day"] == open_day.isoformat():
+            xp_today += int(e["amount"])
+            if e["lesson_id"]:
+                lessons.add(e["lesson_id"])
+    fields = {
+        "xp": str(xp_total),
+        "streak": str(state["streak"]),
+        "longest": str(state["longest"]),
+        "last": str(last.toordinal()) if last else "",
+        "lastd": last.isoformat() if last else "",
+        "freezes": str(state["freezes"]),
+        "brk": str(state["brk"]),
+        "ver": str(ver),
+        "day": open_day.isoformat(),
+        "xpd": str(xp_today),
+    }
+    records = {
+        f"{digest.hex()}": json.dumps(
+            {"fp": bytes(events[0].fp_digest or b"").hex(), "status": 201, "body": json.dumps(replay_body(events))}
+        )
+        for digest, events in ledger_requests(player_id=player_id).items()
+    }
+    return _RebuildState(fields=fields, lessons=sorted(lessons), records=records)
 
 
 def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
@@ -453,394 +533,6 @@ def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
     return _wallet_view(xp_total=int(data["xp"] or 0), xp_today=xp_today, streak=streak, today=today)
 
 
-# --- the flush ------------------------------------------------------------------------------------
-
-
-@dataclass
-class FlushSummary:
-    students: int = 0
-    events: int = 0
-    duplicates: int = 0
-    set_aside: int = 0
-    statements: int = 0
-    chunks: int = 0
-    set_aside_players: list[int] = field(default_factory=list)
-    redis_unavailable: bool = False
-    # Students whose Redis wallet must be rebuilt once their claims are released.
-    rebuild_players: list[int] = field(default_factory=list)
-
-
-# The ledger columns the flush writes, in order (every concrete field but the BIGINT key).
-_LEDGER_FIELDS = [f for f in LedgerEvent._meta.concrete_fields if f.name != "id"]
-_WALLET_COLUMNS = (
-    "player_id",
-    "xp_total",
-    "current_streak",
-    "longest_streak",
-    "last_activity_date",
-    "streak_freezes",
-    "streak_before_break",
-    "version",
-    "generation",
-    "created_at",
-    "updated_at",
-)
-_LIMITS = {"lesson_id": 64, "reason": 200, "idem_scope": 128, "idem_key": 255, "actor": 160}
-
-
-@dataclass(frozen=True)
-class _Event:
-    """One claimed event, decoded and checked, as the row the ledger receives."""
-
-    event_id: str
-    amount: int
-    version: int
-    idem: bool
-    streak: tuple[int, int, dt.date | None, int, int]  # current, longest, last day, freezes, lost
-    row: tuple[Any, ...]
-
-
-def _sql_datetime(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
-def _decode(player_id: int, raw: bytes | str, *, native_uuid: bool, now: str) -> _Event:
-    """Straight from the award script's JSON to a ledger row: no model instance per event (the
-    flush writes a million of them). Raises ValueError, KeyError or TypeError on a bad event."""
-    e = json.loads(raw)
-    event_id = uuid.UUID(e["event_id"])
-    accepted = dt.datetime.fromtimestamp(float(e["accepted_at"]), tz=dt.UTC)
-    last_day = dt.date.fromisoformat(e["last_day_after"]) if e.get("last_day_after") else None
-    values: dict[str, Any] = {
-        "event_id": str(event_id) if native_uuid else event_id.hex,
-        "player": player_id,
-        "kind": EventKind(e["kind"]).value,
-        "amount": int(e["amount"]),
-        "lesson_id": e.get("lesson_id") or None,
-        "reason": e.get("reason") or None,
-        "accepted_at": _sql_datetime(accepted),
-        "local_day": dt.date.fromisoformat(e["local_day"]).isoformat(),
-        "idem_scope": e.get("idem_scope") or None,
-        "idem_key": e.get("idem_key") or None,
-        "fingerprint": str(e.get("fingerprint") or "")[:64],
-        "response_status": int(e.get("status") or 201),
-        "response_body": e.get("body") or None,  # JSON written by cjson in the award script
-        "version": int(e["version"]),
-        "xp_total_after": int(e["xp_total_after"]),
-        "streak_after": int(e["streak_after"]),
-        "longest_after": int(e["longest_after"]),
-        "last_day_after": last_day.isoformat() if last_day else None,
-        "freezes_after": int(e.get("freezes_after") or 0),
-        "break_after": int(e.get("break_after") or 0),
-        "actor": e.get("actor") or "",
-        "source": "redis",
-        "flushed_at": now,
-    }
-    for name, limit in _LIMITS.items():
-        if values[name] is not None and len(values[name]) > limit:
-            raise ValueError(f"{name} longer than {limit}")
-    if values["amount"] < 0:
-        raise ValueError("negative amount")
-    return _Event(
-        event_id=str(event_id),
-        amount=values["amount"],
-        version=values["version"],
-        idem=values["idem_key"] is not None,
-        streak=(
-            values["streak_after"],
-            values["longest_after"],
-            last_day,
-            values["freezes_after"],
-            values["break_after"],
-        ),
-        row=tuple(values[f.name] for f in _LEDGER_FIELDS),
-    )
-
-
-def _write_chunk(claimed: dict[int, cache.Claimed], summary: FlushSummary, *, dry_run: bool = False) -> list[int]:
-    """Write one chunk in one transaction; returns the students written. A student whose events
-    cannot be decoded is set aside (logged, counted, retried next run) without blocking the rest."""
-    native_uuid = bool(connection.features.has_native_uuid_field)
-    now = _sql_datetime(timezone.now())
-    decoded: dict[int, list[_Event]] = {}
-    adopted: set[int] = set()
-    for pid, found in claimed.items():
-        try:
-            decoded[pid] = [_decode(pid, raw, native_uuid=native_uuid, now=now) for raw in found.events]
-        except (ValueError, KeyError, TypeError):
-            logger.exception("flush: player %s set aside (undecodable event)", pid)
-            summary.set_aside += 1
-            summary.set_aside_players.append(pid)
-            continue
-        if found.adopted:
-            adopted.add(pid)
-    if dry_run:
-        summary.students += len(decoded)
-        summary.events += sum(len(v) for v in decoded.values())
-        return []
-    try:
-        written = _write_chunk_transaction(decoded, adopted, summary)
-    except OperationalError:
-        raise  # the database is away: the caller hands the claims back for the retry to adopt
-    except DatabaseError:
-        # One student's rows broke the chunk: write them one by one, setting aside the bad ones.
-        logger.exception("flush: chunk failed, retrying student by student")
-        written = []
-        for pid, rows in decoded.items():
-            try:
-                written += _write_chunk_transaction({pid: rows}, adopted, summary)
-            except OperationalError:
-                raise
-            except DatabaseError:
-                logger.exception("flush: player %s set aside", pid)
-                summary.set_aside += 1
-                summary.set_aside_players.append(pid)
-    return written
-
-
-def _existing_event_ids(event_ids: list[str]) -> set[str]:
-    found: set[str] = set()
-    for i in range(0, len(event_ids), 5000):
-        part = [uuid.UUID(e) for e in event_ids[i : i + 5000]]
-        found |= {str(e) for e in LedgerEvent.objects.filter(event_id__in=part).values_list("event_id", flat=True)}
-    return found
-
-
-def _one_statement_per_call(cursor: Any) -> None:
-    """mysqlclient's executemany cuts a multi-row INSERT at 64 KiB (~100 ledger rows): let one call
-    be one statement (2,000 rows, ~2 MB, well under max_allowed_packet)."""
-    raw: Any = getattr(getattr(cursor, "cursor", None), "cursor", None)
-    if connection.vendor == "mysql" and hasattr(raw, "max_stmt_length"):
-        raw.max_stmt_length = 8 * 1024 * 1024
-
-
-def _insert_sql() -> str:
-    table = connection.ops.quote_name(LedgerEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in _LEDGER_FIELDS)
-    marks = ", ".join(["%s"] * len(_LEDGER_FIELDS))
-    # A row whose event id or idempotency pair is already in the ledger is skipped, not an error:
-    # the rows really inserted are counted and the skipped ones found afterwards.
-    verb = "INSERT IGNORE" if connection.vendor == "mysql" else "INSERT OR IGNORE"
-    return f"{verb} INTO {table} ({columns}) VALUES ({marks})"
-
-
-def _upsert_sql() -> str:
-    table = connection.ops.quote_name(PlayerWallet._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in _WALLET_COLUMNS)
-    marks = ", ".join(["%s"] * len(_WALLET_COLUMNS))
-    updated = [c for c in _WALLET_COLUMNS if c not in ("player_id", "generation", "created_at")]
-    if connection.vendor == "mysql":
-        assign = ", ".join(f"{connection.ops.quote_name(c)} = VALUES({connection.ops.quote_name(c)})" for c in updated)
-        tail = f"ON DUPLICATE KEY UPDATE {assign}"
-    else:
-        assign = ", ".join(f"{connection.ops.quote_name(c)} = excluded.{connection.ops.quote_name(c)}" for c in updated)
-        tail = f"ON CONFLICT (player_id) DO UPDATE SET {assign}"
-    return f"INSERT INTO {table} ({columns}) VALUES ({marks}) {tail}"  # noqa: S608 (names from the model)
-
-
-def _write_chunk_transaction(decoded: dict[int, list[_Event]], adopted: set[int], summary: FlushSummary) -> list[int]:
-    """Lock the chunk's wallets (in player order), insert only the events not yet in the ledger,
-    add only their amounts, take the streak from an event newer than the row: one transaction."""
-    if not decoded:
-        return []
-    pids = sorted(decoded)
-    statements = 0
-    now = timezone.now()
-    with transaction.atomic():
-        existing = set(PlayerWallet.objects.filter(player_id__in=pids).values_list("player_id", flat=True))
-        statements += 1
-        missing = [PlayerWallet(player_id=pid) for pid in pids if pid not in existing]
-        if missing:
-            PlayerWallet.objects.bulk_create(missing, ignore_conflicts=True)
-            statements += 1
-        wallets = {
-            row[0]: list(row)
-            for row in PlayerWallet.objects.select_for_update()
-            .filter(player_id__in=pids)
-            .order_by("player_id")
-            .values_list(*_WALLET_COLUMNS)
-        }
-        statements += 1
-        # Only an adopted claim can hold events a dead flush already wrote.
-        adopted_ids = [e.event_id for pid in pids if pid in adopted for e in decoded[pid]]
-        already = _existing_event_ids(adopted_ids) if adopted_ids else set()
-        statements += (len(adopted_ids) + 4999) // 5000
-        fresh = {pid: [e for e in decoded[pid] if e.event_id not in already] for pid in pids}
-        rows = [e.row for pid in pids for e in fresh[pid]]
-        inserted = 0
-        with connection.cursor() as cursor:
-            _one_statement_per_call(cursor)
-            for i in range(0, len(rows), 2000):
-                cursor.executemany(_insert_sql(), rows[i : i + 2000])
-                inserted += max(cursor.rowcount, 0)
-                statements += 1
-        rebuild: list[int] = []
-        if inserted != len(rows):
-            # Some events' idempotency keys were already counted on the database path: those rows
-            # were skipped; drop them here too and rebuild those students' Redis copies.
-            kept = _existing_event_ids([e.event_id for pid in pids for e in fresh[pid]])
-            statements += 1
-            for pid in pids:
-                dropped = [e for e in fresh[pid] if e.event_id not in kept]
-                if dropped:
-                    summary.duplicates += len(dropped)
-                    fresh[pid] = [e for e in fresh[pid] if e.event_id in kept]
-                    rebuild.append(pid)
-        upserts: list[tuple[Any, ...]] = []
-        events = 0
-        for pid in pids:
-            if not fresh[pid]:
-                continue
-            events += len(fresh[pid])
-            wallet = wallets[pid]
-            wallet[1] += sum(e.amount for e in fresh[pid])
-            newest = max(fresh[pid], key=lambda e: e.version)
-            if newest.version > wallet[7]:
-                current, longest, last_day, freezes, lost = newest.streak
-                longest = max(longest, wallet[3])
-                wallet[2:8] = [min(current, longest), longest, last_day, freezes, lost, newest.version]
-            wallet[10] = now
-            upserts.append(
-                tuple(
-                    _sql_datetime(v) if isinstance(v, dt.datetime) else (v.isoformat() if isinstance(v, dt.date) else v)
-                    for v in wallet
-                )
-            )
-        if upserts:
-            with connection.cursor() as cursor:
-                _one_statement_per_call(cursor)
-                cursor.executemany(_upsert_sql(), upserts)
-            statements += 1
-        if rebuild:
-            WalletOutbox.objects.bulk_create(
-                [WalletOutbox(player_id=pid, generation=wallets[pid][8], created_at=now) for pid in rebuild]
-            )
-            statements += 1
-    summary.students += len(pids)
-    summary.events += events
-    metrics.WALLET_WRITES_AVOIDED.inc(max(events - len(upserts), 0))
-    summary.statements += statements
-    summary.chunks += 1
-    summary.rebuild_players += rebuild
-    return pids
-
-
-def _test_barrier(chunks: int) -> None:
-    """A test hook: with MEMORA_FLUSH_BARRIER_AFTER_CHUNK = k, the flush stops after writing chunk k
-    (committed, not yet released), says so in Redis and waits to be released (or killed)."""
-    k = settings.MEMORA_FLUSH_BARRIER_AFTER_CHUNK
-    if not k or chunks != k:
-        return
-    prefix = settings.MEMORA_REDIS_KEY_PREFIX
-    hotstate.call(lambda r: r.set(f"{prefix}:barrier:reached", chunks))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not hotstate.call(lambda r: r.get(f"{prefix}:barrier:release")):
-        time.sleep(0.05)
-
-
-def wallet_flush(
-    *,
-    player_ids: list[int] | None = None,
-    dry_run: bool = False,
-    trigger: str = "beat",
-    progress: Any = None,
-    after_chunk: Any = None,
-) -> FlushSummary:
-    """Flush pending events to the database: claim, write, release, shard by shard."""
-    try:
-        return _wallet_flush(
-            player_ids=player_ids, dry_run=dry_run, trigger=trigger, progress=progress, after_chunk=after_chunk
-        )
-    except hotstate.RedisUnavailable as exc:
-        # Nothing can be claimed while Redis is away; its events wait there for the next run.
-        logger.warning("flush skipped: Redis unavailable (%s)", exc)
-        return FlushSummary(redis_unavailable=True)
-
-
-def _wallet_flush(
-    *,
-    player_ids: list[int] | None,
-    dry_run: bool,
-    trigger: str,
-    progress: Any,
-    after_chunk: Any,
-) -> FlushSummary:
-    started = timezone.now()
-    clock = time.monotonic()
-    summary = FlushSummary()
-    claim_id = uuid.uuid4().hex
-    chunk_size = settings.MEMORA_FLUSH_CHUNK
-    if player_ids is not None:
-        groups: list[dict[int, list[int]]] = [{}]
-        for pid in sorted(set(player_ids)):
-            groups[0].setdefault(hotstate.shard_of(pid), []).append(pid)
-    else:
-        groups = []
-        shards = settings.MEMORA_REDIS_SHARDS
-        for start in range(0, shards, 128):
-            found = cache.dirty_members(range(start, min(start + 128, shards)))
-            if found:
-                groups.append(found)
-    batch: dict[int, list[int]] = {}
-    batch_size = 0
-
-    def process(by_shard: dict[int, list[int]]) -> None:
-        now = time.time()
-        if dry_run:
-            claimed = {}
-            for pid in (p for ps in by_shard.values() for p in ps):
-                _version, events = cache.read_unflushed(pid)
-                if events:
-                    claimed[pid] = cache.Claimed([json.dumps(e) for e in events], adopted=True)
-        else:
-            claimed = cache.claim(
-                claim_id=claim_id, now=now, lease_until=now + settings.MEMORA_FLUSH_LEASE, by_shard=by_shard
-            )
-        if not claimed:
-            return
-        try:
-            written = _write_chunk(claimed, summary, dry_run=dry_run)
-        except OperationalError:
-            if not dry_run:
-                # The database is away: hand the events back for the retry to adopt at once.
-                cache.release(claim_id=claim_id, pids=list(claimed), abandon=True)
-            raise
-        _test_barrier(summary.chunks)
-        if written:
-            cache.release(claim_id=claim_id, pids=written)
-        while summary.rebuild_players:
-            wallet_cache_sync(player_id=summary.rebuild_players.pop())
-        if progress is not None:
-            progress(len(claimed))
-        if after_chunk is not None:
-            after_chunk(summary.chunks)
-
-    for group in groups:
-        for shard, pids in group.items():
-            for i in range(0, len(pids), chunk_size):
-                part = pids[i : i + chunk_size]
-                batch.setdefault(shard, []).extend(part)
-                batch_size += len(part)
-                if batch_size >= chunk_size:
-                    process(batch)
-                    batch, batch_size = {}, 0
-    if batch:
-        process(batch)
-    if not dry_run:
-        metrics.FLUSH_SECONDS.observe(time.monotonic() - clock)
-    if not dry_run and (summary.students or player_ids is None):
-        FlushRun.objects.create(
-            started_at=started,
-            finished_at=timezone.now(),
-            students=summary.students,
-            events=summary.events,
-            set_aside=summary.set_aside,
-            statements=summary.statements,
-            trigger=trigger,
-        )
-    return summary
-
-
 # --- verification ---------------------------------------------------------------------------------
 
 
@@ -852,8 +544,34 @@ class Drift:
     ledger: Any
 
 
+def _expected(player_id: int, *, total: int | None = None) -> dict[str, Any]:
+    """What the student's ledger implies for their wallet row."""
+    if total is None:
+        total = LedgerEvent.objects.filter(player_id=player_id).aggregate(s=Sum("amount"))["s"]
+    expected: dict[str, Any] = {"xp_total": int(total or 0)}
+    newest = LedgerEvent.objects.filter(player_id=player_id).order_by("-generation", "-version", "-id").first()
+    if newest is not None:
+        expected.update(
+            current_streak=newest.streak_after,
+            last_activity_date=newest.last_day_after,
+            streak_freezes=newest.freezes_after,
+            streak_before_break=newest.break_after,
+        )
+    return expected
+
+
+def _drifts(wallet: PlayerWallet, expected: dict[str, Any]) -> list[Drift]:
+    return [
+        Drift(wallet.player_id, name, getattr(wallet, name), value)
+        for name, value in expected.items()
+        if getattr(wallet, name) != value
+    ]
+
+
 def wallet_verify(*, fix: bool = False, player_ids: list[int] | None = None) -> list[Drift]:
-    """Database wallets against what their ledgers imply; with ``fix``, correct them."""
+    """Database wallets against what their ledgers imply; with ``fix``, correct them. A drift is
+    recomputed and fixed inside the transaction that holds the wallet row lock, so a flush that
+    commits between the first reads and the fix cannot be undone by an old total."""
     drifts: list[Drift] = []
     wallets = PlayerWallet.objects.all().order_by("player_id")
     if player_ids:
@@ -862,34 +580,22 @@ def wallet_verify(*, fix: bool = False, player_ids: list[int] | None = None) -> 
         LedgerEvent.objects.values("player_id").annotate(total=Sum("amount")).values_list("player_id", "total")
     )
     for wallet in wallets.iterator(chunk_size=2000):
-        expected_total = int(totals.get(wallet.player_id) or 0)
-        newest = LedgerEvent.objects.filter(player_id=wallet.player_id).order_by("-version", "-id").first()
-        expected: dict[str, Any] = {"xp_total": expected_total}
-        if newest is not None:
-            expected.update(
-                current_streak=newest.streak_after,
-                last_activity_date=newest.last_day_after,
-                streak_freezes=newest.freezes_after,
-                streak_before_break=newest.break_after,
-            )
-        found = [
-            Drift(wallet.player_id, name, getattr(wallet, name), value)
-            for name, value in expected.items()
-            if getattr(wallet, name) != value
-        ]
+        found = _drifts(wallet, _expected(wallet.player_id, total=int(totals.get(wallet.player_id) or 0)))
         if found and fix:
             with transaction.atomic():
                 locked = PlayerWallet.objects.select_for_update().get(pk=wallet.pk)
-                for drift in found:
-                    setattr(locked, drift.field, drift.ledger)
-                locked.longest_streak = max(locked.longest_streak, locked.current_streak)
-                locked.generation += 1
-                locked.save()
-                WalletOutbox.objects.create(
-                    player_id=wallet.player_id, generation=locked.generation, created_at=timezone.now()
-                )
-                pid = wallet.player_id
-                transaction.on_commit(lambda pid=pid: wallet_cache_sync(player_id=pid))  # type: ignore[misc]
+                found = _drifts(locked, _expected(wallet.player_id))
+                if found:
+                    for drift in found:
+                        setattr(locked, drift.field, drift.ledger)
+                    locked.longest_streak = max(locked.longest_streak, locked.current_streak)
+                    locked.generation += 1
+                    locked.save()
+                    WalletOutbox.objects.create(
+                        player_id=wallet.player_id, generation=locked.generation, created_at=timezone.now()
+                    )
+                    pid = wallet.player_id
+                    transaction.on_commit(lambda pid=pid: wallet_cache_sync(player_id=pid))  # type: ignore[misc]
         drifts += found
     return drifts
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from memora_project import hotstate
-from wallets import services
+from wallets import flush
 
 # Deletes the lock only if it is still ours.
 _UNLOCK_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -27,7 +27,7 @@ def flush_wallets(self) -> int:  # type: ignore[no-untyped-def]
     if not acquired:
         return 0
     try:
-        return services.wallet_flush(trigger="beat").events
+        return flush.wallet_flush(trigger="beat").events
     except OperationalError as exc:
         raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc
     finally:

@@ -83,7 +83,7 @@ class LessonViewSet(viewsets.ViewSet):
     def complete(self, request: Request, lesson_id: str) -> Response:
         student = current_student(request)
         key = idempotency.key_from_header(request.META.get("HTTP_IDEMPOTENCY_KEY"))
-        if not rules.LESSON_ID_RE.match(lesson_id):
+        if not rules.LESSON_ID_RE.fullmatch(lesson_id):
             raise validation_error({"lesson_id": ["1-64 characters: letters, digits, '_', '.', '-'."]})
         body: Any = request.data or {}
         if not isinstance(body, dict):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import MySQLdb
 import pytest
-import time_machine
 from django.conf import settings as django_settings
 from django.db import OperationalError, connection, connections
 from django.db.models import Sum
@@ -25,8 +24,8 @@ from django.utils import timezone
 from memora_project import hotstate
 from players.models import PlayerProfile
 from players.tests.factories import PlayerFactory
-from wallets import cache, services
-from wallets.models import EventKind, LedgerEvent, PlayerWallet
+from wallets import cache, flush, services
+from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -97,7 +96,10 @@ def wait_for(predicate, limit: float = 60.0) -> None:
 def test_flush_killed_between_commit_and_release_then_rerun(redis_namespace):
     players = PlayerFactory.create_batch(25)
     accepted = accepted_events(players, 3)
-    proc = flush_process({"MEMORA_FLUSH_CHUNK": "10", "MEMORA_FLUSH_BARRIER_AFTER_CHUNK": "2"})
+    lease = 15
+    proc = flush_process(
+        {"MEMORA_FLUSH_CHUNK": "10", "MEMORA_FLUSH_BARRIER_AFTER_CHUNK": "2", "MEMORA_FLUSH_LEASE": str(lease)}
+    )
     try:
         redis = hotstate.connection()
         wait_for(lambda: redis.get(f"{redis_namespace}:barrier:reached") == b"2" or proc.poll() is not None)
@@ -110,11 +112,19 @@ def test_flush_killed_between_commit_and_release_then_rerun(redis_namespace):
     # Two chunks of 10 students are in the ledger; the second one's claims are held by the dead flush.
     assert LedgerEvent.objects.count() == 20 * 3
     # A live claim is never touched: a rerun now leaves those students alone...
-    services.wallet_flush(trigger="manual")
+    flush.wallet_flush(trigger="manual")
     assert LedgerEvent.objects.count() == 75
-    # ...and once the dead flush's lease has expired, the adopter finds them already written.
-    with time_machine.travel(timezone.now() + timezone.timedelta(seconds=django_settings.MEMORA_FLUSH_LEASE + 5)):
-        services.wallet_flush(trigger="manual")
+    # ...and once the dead flush's lease has expired (by Redis's clock), the adopter finds them
+    # already written.
+    leases = [float(redis.hget(cache.inflight_meta_key(p.pk), "lease") or 0) for p in players]
+    assert max(leases) > 0
+
+    def redis_now() -> float:
+        seconds, micros = redis.time()
+        return seconds + micros / 1e6
+
+    wait_for(lambda: redis_now() > max(leases), limit=lease + 60)
+    flush.wallet_flush(trigger="manual")
     for profile in players:
         assert not redis.exists(cache.inflight_key(profile.pk))
     assert_exactly_once(accepted)
@@ -142,8 +152,8 @@ def test_manual_flush_racing_the_beat_flush_with_awards_arriving(settings):
                 accepted[outcome.body["event_id"]] = profile.pk
 
     threads = [
-        threading.Thread(target=run, args=(lambda: services.wallet_flush(trigger="beat"),)),
-        threading.Thread(target=run, args=(lambda: services.wallet_flush(trigger="manual"),)),
+        threading.Thread(target=run, args=(lambda: flush.wallet_flush(trigger="beat"),)),
+        threading.Thread(target=run, args=(lambda: flush.wallet_flush(trigger="manual"),)),
         threading.Thread(target=run, args=(awards,)),
     ]
     for t in threads:
@@ -151,7 +161,7 @@ def test_manual_flush_racing_the_beat_flush_with_awards_arriving(settings):
     for t in threads:
         t.join(60)
     assert not errors, errors
-    services.wallet_flush(trigger="manual")
+    flush.wallet_flush(trigger="manual")
     assert_exactly_once(accepted)
 
 
@@ -172,27 +182,30 @@ def test_database_error_mid_run_then_retry(settings):
                 killer.close()
 
     with pytest.raises(OperationalError):
-        services.wallet_flush(trigger="beat", after_chunk=break_connection)
+        flush.wallet_flush(trigger="beat", after_chunk=break_connection)
     with contextlib.suppress(Exception):
         connection.close()
     assert 0 < LedgerEvent.objects.count() < 60
-    services.wallet_flush(trigger="beat")
+    flush.wallet_flush(trigger="beat")
     assert_exactly_once(accepted)
 
 
-def test_a_bad_student_is_set_aside_without_blocking_the_chunk():
+def test_a_bad_event_is_dead_lettered_without_blocking_anyone():
     players = PlayerFactory.create_batch(4)
     accepted = accepted_events(players, 2)
     bad = players[1]
     redis = hotstate.connection()
     redis.rpush(cache.pending_key(bad.pk), "{not json")
-    summary = services.wallet_flush(trigger="manual")
-    assert summary.set_aside == 1
-    assert summary.set_aside_players == [bad.pk]
-    good = {e: p for e, p in accepted.items() if p != bad.pk}
-    assert sorted(str(e) for e in LedgerEvent.objects.values_list("event_id", flat=True)) == sorted(good)
-    # The bad student's events stay in Redis for an operator; nothing of theirs was lost.
-    assert redis.llen(cache.inflight_key(bad.pk)) == 3
+    summary = flush.wallet_flush(trigger="manual")
+    assert summary.dead_lettered == 1
+    # Every good event is written, the bad student's included; nothing is left in flight.
+    assert sorted(str(e) for e in LedgerEvent.objects.values_list("event_id", flat=True)) == sorted(accepted)
+    assert not redis.exists(cache.inflight_key(bad.pk))
+    letter = DeadLetter.objects.get()
+    assert (letter.player_id, letter.payload, letter.resolved_at) == (bad.pk, "{not json", None)
+    assert "undecodable" in letter.error
+    # The next run finds nothing to do: the student's flush is not jammed.
+    assert flush.wallet_flush(trigger="manual").events == 0
 
 
 def test_a_key_counted_on_both_paths_is_flushed_once(settings):
@@ -210,10 +223,10 @@ def test_a_key_counted_on_both_paths_is_flushed_once(settings):
         redis.delete(key)
     second = award(profile.pk, amount=7, key="twice")
     assert second.path == "cache" and not second.replayed
-    summary = services.wallet_flush(trigger="manual")
+    summary = flush.wallet_flush(trigger="manual")
     assert summary.duplicates == 1
-    keys = list(LedgerEvent.objects.filter(player_id=profile.pk).values_list("idem_key", flat=True))
-    assert sorted(keys) == ["twice", "warm"]
+    amounts = sorted(LedgerEvent.objects.filter(player_id=profile.pk).values_list("amount", flat=True))
+    assert amounts == [5, 7]
     wallet = PlayerWallet.objects.get(player_id=profile.pk)
     assert wallet.xp_total == 12
     assert services.wallet_verify(player_ids=[profile.pk]) == []

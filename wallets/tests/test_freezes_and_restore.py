@@ -10,6 +10,7 @@ import time_machine
 from django.core.management import call_command
 
 from devices import servicekeys
+from wallets import services
 from wallets.models import EventKind, LedgerEvent, PlayerWallet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,7 +98,9 @@ def test_service_restores_the_streak_the_last_break_reset(api, keyed_student, se
     call_command("sync_wallets", "--no-progress")
     event = LedgerEvent.objects.get(player_id=s.player_id, kind=EventKind.STREAK_RESTORED)
     assert (event.actor, event.reason) == ("service:support-bot", "App outage on 2026-11-20")
-    assert (event.response_body["streak_before"], event.response_body["streak_after"]) == (1, 13)
+    assert event.streak_before == 1
+    # The replay's body is rebuilt from the ledger row once Redis no longer holds the record.
+    assert services.replay_body([event])["streak_after"] == 13
     call_command("verify_wallets")
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from players import timezones
 from players.tests.factories import PlayerFactory
-from wallets import rules, services
+from wallets import flush, rules, services
 from wallets.models import EventKind, LedgerEvent
 
 pytestmark = pytest.mark.django_db
@@ -143,7 +143,7 @@ def run_against_reference(steps: list[Activity], start: dt.datetime, cap: int) -
         today = reference.last + dt.timedelta(days=later) if reference.last else day
         assert services.wallet_read(player_id=profile.pk, today=today) == reference.shown(today)
     # Every freeze earned and used is a 0-XP ledger event: flushed, and the wallet agrees.
-    services.wallet_flush(player_ids=[profile.pk], trigger="manual")
+    flush.wallet_flush(player_ids=[profile.pk], trigger="manual")
     used = LedgerEvent.objects.filter(player_id=profile.pk, kind=EventKind.FREEZE_USED)
     assert sorted(e.local_day for e in used) == sorted(reference.frozen_days)
     assert all(e.amount == 0 for e in used)

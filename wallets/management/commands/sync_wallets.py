@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from tqdm import tqdm
 
-from wallets import services
+from wallets import flush
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         bar = tqdm(unit="students", disable=options["no_progress"], file=self.stderr)
-        summary = services.wallet_flush(
+        summary = flush.wallet_flush(
             player_ids=options["player"],
             dry_run=options["dry_run"],
             trigger="manual",
@@ -29,5 +29,6 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb}: {summary.students} students, {summary.events} events, "
             f"{summary.statements} statements in {summary.chunks} chunks; "
-            f"{summary.duplicates} duplicates dropped, {summary.set_aside} students set aside"
+            f"{summary.already_written} already written and {summary.duplicates} duplicates dropped, "
+            f"{summary.dead_lettered} dead-lettered, {summary.dropped_deleted} of deleted students dropped"
         )
