@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from memora_project import hotstate
+from memora_project.redisconn import IDENTITY
 
 
 def auth_key(player_id: int) -> str:
@@ -25,9 +26,12 @@ def seen_key(shard: int) -> str:
 
 
 # KEYS: auth hash, seen set. ARGV: digest, device_id, now, idle timeout, last-seen write interval,
-# player id. Order of the design: session state (ended > expired) before the device binding.
+# player id, the server's identity. Order of the design: session state (ended > expired) before the
+# device binding. A copy stamped by another server identity is suspect (Redis may have gone back in
+# time and brought back an ended session): the database answers and the copy is rebuilt.
 CHECK_LUA = """
 local h = KEYS[1]
+if redis.call('HGET', h, 'st') ~= ARGV[7] then return {'miss'} end
 local cur = redis.call('HGET', h, 'cur')
 if cur == ARGV[1] then
   local f = redis.call('HMGET', h, 'dev', 'expires', 'seen', 'seenw', 'sid', 'started',
@@ -50,8 +54,9 @@ if redis.call('HGET', h, 'complete') == '1' then return {'unknown'} end
 return {'miss'}
 """
 
-# KEYS: auth hash. ARGV: generation, ttl seconds, JSON object of fields. Refuses to overwrite a
-# copy built from a newer generation; keeps a later last-seen of the same session.
+# KEYS: auth hash. ARGV: generation, ttl seconds, JSON object of fields, the server's identity (the
+# stamp). Refuses to overwrite a copy built from a newer generation; keeps a later last-seen of the
+# same session.
 WRITE_LUA = """
 local gen = tonumber(ARGV[1])
 local old = tonumber(redis.call('HGET', KEYS[1], 'gen') or '-1')
@@ -61,7 +66,7 @@ local oldseen = redis.call('HGET', KEYS[1], 'seen')
 local oldseenw = redis.call('HGET', KEYS[1], 'seenw')
 local d = cjson.decode(ARGV[3])
 redis.call('DEL', KEYS[1])
-local args = {'gen', ARGV[1], 'complete', '1'}
+local args = {'gen', ARGV[1], 'complete', '1', 'st', ARGV[4]}
 for k, v in pairs(d) do
   args[#args + 1] = k
   args[#args + 1] = tostring(v)
@@ -84,7 +89,7 @@ def check(
 ) -> list[Any]:
     """One round trip; raises RedisUnavailable."""
     keys = [auth_key(player_id), seen_key(hotstate.shard_of(player_id))]
-    args = [token_digest, device_id, repr(now), idle, write_interval, player_id]
+    args = [token_digest, device_id, repr(now), idle, write_interval, player_id, IDENTITY]
     result = hotstate.call(lambda r: _check(r, keys, args))
     return [v.decode() if isinstance(v, bytes) else v for v in result]
 
@@ -92,7 +97,7 @@ def check(
 def write(*, player_id: int, generation: int, ttl: int, fields: dict[str, Any]) -> bool:
     """Replace the student's copy unless Redis holds a newer generation; raises RedisUnavailable."""
     payload = json.dumps(fields)
-    return bool(hotstate.call(lambda r: _write(r, [auth_key(player_id)], [generation, ttl, payload])))
+    return bool(hotstate.call(lambda r: _write(r, [auth_key(player_id)], [generation, ttl, payload, IDENTITY])))
 
 
 def forget(*, player_id: int) -> None:

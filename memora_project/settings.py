@@ -12,6 +12,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from memora_project.redisconn import IdentityConnection
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -118,7 +120,12 @@ CACHES = {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
             "SOCKET_CONNECT_TIMEOUT": MEMORA_REDIS_TIMEOUT,
             "SOCKET_TIMEOUT": MEMORA_REDIS_TIMEOUT,
-            "CONNECTION_POOL_KWARGS": {"max_connections": 64, "health_check_interval": 0},
+            # Connections that know their server's identity (a plain TCP URL; see redisconn).
+            "CONNECTION_POOL_KWARGS": {
+                "max_connections": 64,
+                "health_check_interval": 0,
+                **({"connection_class": IdentityConnection} if REDIS_URL.startswith("redis://") else {}),
+            },
         },
     }
 }

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from memora_project import hotstate
+from memora_project.redisconn import IDENTITY
 
 WALLET_FIELDS = ("xp", "streak", "longest", "last", "lastd", "freezes", "ver", "day", "xpd", "gen", "brk")
 
@@ -83,6 +84,7 @@ AWARD_ARGS = (
     "freeze_max",
     "spare_ids",
     "actor",
+    "identity",
 )
 
 # KEYS: 1 wallet, 2 lessons of the last activity day, 3 pending, 4 dirty set, 5 idempotency record,
@@ -99,7 +101,10 @@ if rec then
   if string.sub(r['fp'], 1, 32) ~= fp then return {'conflict'} end
   return {'replay', tostring(r['status']), r['body']}
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'cold'} end
+local stamp = redis.call('HGET', KEYS[1], 'st')
+if not stamp then return {'cold'} end
+-- Stamped by another server identity: Redis may have gone back in time; rebuild from the truth.
+if stamp ~= identity then return {'suspect'} end
 local limit = tonumber(rate_limit)
 if limit > 0 then
   local n = redis.call('INCR', KEYS[6])
@@ -278,8 +283,9 @@ return {'ok', body}
 )
 
 # KEYS: 1 wallet, 2 lessons today, 3.. idempotency records. ARGV: 1 generation, 2 expected version
-# ('' when the wallet was absent), 3 wallet fields JSON, 4 lessons JSON, 5 idem ttl ms, 6.. records.
-# Refuses when Redis holds a newer generation or an award moved the version since the read.
+# ('' when the wallet was absent), 3 wallet fields JSON, 4 lessons JSON, 5 idem ttl ms, 6 the
+# server's identity (the stamp), 7.. records. Refuses when Redis holds a newer generation or an
+# award moved the version since the read.
 REBUILD_LUA = """
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'ver')
 if cur[1] and tonumber(cur[1]) > tonumber(ARGV[1]) then return 0 end
@@ -291,7 +297,7 @@ elseif cur[2] ~= expected then
 end
 local d = cjson.decode(ARGV[3])
 redis.call('DEL', KEYS[1], KEYS[2])
-local args = {'gen', ARGV[1]}
+local args = {'gen', ARGV[1], 'st', ARGV[6]}
 for k, v in pairs(d) do
   args[#args + 1] = k
   args[#args + 1] = tostring(v)
@@ -299,10 +305,10 @@ end
 redis.call('HSET', KEYS[1], unpack(args))
 local lessons = cjson.decode(ARGV[4])
 for i = 1, #lessons do redis.call('SADD', KEYS[2], lessons[i]) end
+-- The ledger's answer wins over a record Redis holds (after the flush dropped a duplicate, the
+-- record named the dropped event).
 for i = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('SET', KEYS[i], ARGV[i + 3], 'PX', ARGV[5])
-  end
+  redis.call('SET', KEYS[i], ARGV[i + 4], 'PX', ARGV[5])
 end
 return 1
 """
@@ -373,7 +379,15 @@ end
 return n
 """
 
+# KEYS: wallet. ARGV: the server's identity. The wallet's fields, or nothing when it is absent or
+# stamped by another server identity (then it is rebuilt from the truth).
+READ_LUA = """
+if redis.call('HGET', KEYS[1], 'st') ~= ARGV[1] then return false end
+return redis.call('HMGET', KEYS[1], unpack(ARGV, 2))
+"""
+
 _award = hotstate.LuaScript(AWARD_LUA)
+_read = hotstate.LuaScript(READ_LUA)
 _rebuild = hotstate.LuaScript(REBUILD_LUA)
 _claim = hotstate.LuaScript(CLAIM_LUA)
 _release = hotstate.LuaScript(RELEASE_LUA)
@@ -397,8 +411,9 @@ def award(*, pid: int, idem_digest: str, values: dict[str, Any]) -> list[Any]:
 
 
 def read_wallet(pid: int) -> dict[str, str] | None:
-    values = hotstate.call(lambda r: r.hmget(wallet_key(pid), *WALLET_FIELDS))
-    if values[WALLET_FIELDS.index("ver")] is None:
+    """The wallet hash, or None when it is absent or suspect."""
+    values = hotstate.call(lambda r: _read(r, [wallet_key(pid)], [IDENTITY, *WALLET_FIELDS]))
+    if not values or values[WALLET_FIELDS.index("ver")] is None:
         return None
     return {name: _text(v) or "" for name, v in zip(WALLET_FIELDS, values, strict=True)}
 
@@ -433,7 +448,7 @@ def rebuild(
 ) -> int:
     """1 written, 0 refused (newer generation in Redis), -1 raced by an award (read again)."""
     keys = [wallet_key(pid), lessons_key(pid), *(idem_key(pid, d) for d in idem_records)]
-    args = [generation, expected_version or "", json.dumps(fields), json.dumps(lessons), idem_ttl_ms]
+    args = [generation, expected_version or "", json.dumps(fields), json.dumps(lessons), idem_ttl_ms, IDENTITY]
     args += list(idem_records.values())
     return int(hotstate.call(lambda r: _rebuild(r, keys, args)))
 

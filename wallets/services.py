@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from memora_project import hotstate, metrics, ratelimit
 from memora_project.errors import ApiError, rate_limited, service_unavailable
+from memora_project.redisconn import IDENTITY
 from players import timezones
 from players.models import PlayerProfile
 from wallets import cache, idempotency, rules
@@ -111,13 +112,16 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         # Ids for the freeze events one call may add: up to the freezes held, plus one earned.
         "spare_ids": ",".join(str(uuid.uuid4()) for _ in range(settings.MEMORA_STREAK_FREEZE_MAX + 1)),
         "actor": request.actor,
+        "identity": IDENTITY,
     }
     try:
         for _attempt in range(3):
             result = cache.award(pid=request.player_id, idem_digest=digest, values=values)
-            if result[0] != "cold":
+            if result[0] not in ("cold", "suspect"):
                 break
-            wallet_cache_rebuild(player_id=request.player_id)
+            # Absent, or stamped by another server identity (Redis went back in time): rebuilt
+            # from the database and the events still pending.
+            wallet_cache_rebuild(player_id=request.player_id, force=True)
         else:
             raise service_unavailable(1)
     except hotstate.RedisUnavailable as exc:
@@ -516,7 +520,7 @@ def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
     try:
         data = cache.read_wallet(player_id)
         if data is None:
-            wallet_cache_rebuild(player_id=player_id)
+            wallet_cache_rebuild(player_id=player_id, force=True)
             data = cache.read_wallet(player_id)
     except hotstate.RedisUnavailable:
         data = None
