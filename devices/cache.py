@@ -50,7 +50,12 @@ if cur == ARGV[1] then
 end
 local t = redis.call('HGET', h, 't:' .. ARGV[1])
 if t then return {'ended', t} end
-if redis.call('HGET', h, 'complete') == '1' then return {'unknown'} end
+if redis.call('HGET', h, 'complete') == '1' then
+  -- A copy Redis cannot update (a demoted, read-only Redis) may not know a session started since:
+  -- this no-op write fails there with READONLY, and the caller asks the database instead.
+  redis.call('HDEL', h, 'probe')
+  return {'unknown'}
+end
 return {'miss'}
 """
 

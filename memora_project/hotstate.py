@@ -20,7 +20,25 @@ from django_redis import get_redis_connection
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
+# Replies by which Redis refused a command without running it. An unflagged script refused on OOM
+# or READONLY has written nothing: Redis refuses at its first write (OOM only then, READONLY at
+# every write). In a pipeline the commands before the refused one may have run; its callers (the
+# flush's claims and releases) leave a state the next run adopts. redis-py 8 raises these classes
+# and strips the reply's prefix from the message; MasterDownError is a ClusterDownError,
+# BusyLoadingError a ConnectionError; EXECABORT means a whole MULTI was discarded.
+_REJECTION_CLASSES: tuple[type[Exception], ...] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.NoScriptError,
+    redis.exceptions.ExecAbortError,
+)
+# The fallback for a client that keeps the prefix; BUSY (a script running too long) has no class.
 _CERTAIN_REJECTIONS = ("OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN")
+# What redis-py's Sentinel connection raises in place of READONLY from a demoted master.
+_DEMOTED_MASTER = "The previous master is now a slave"
 
 
 class RedisUnavailable(Exception):
@@ -98,11 +116,23 @@ def connection() -> redis.Redis:
     return client
 
 
+def is_rejection(exc: Exception) -> bool:
+    """Redis answered and refused the command: it certainly did not run."""
+    if isinstance(exc, _REJECTION_CLASSES):
+        return True
+    if isinstance(exc, redis.ConnectionError) and (
+        isinstance(exc.__context__, redis.exceptions.ReadOnlyError) or str(exc) == _DEMOTED_MASTER
+    ):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in _CERTAIN_REJECTIONS
+
+
 def classify(exc: Exception) -> RedisUnavailable:
     message = str(exc)
+    if is_rejection(exc):
+        return RedisUnavailable(f"{type(exc).__name__}: {message}", certainly_not_run=True)
     if isinstance(exc, redis.ResponseError):
-        certain = message.split(" ", 1)[0] in _CERTAIN_REJECTIONS
-        return RedisUnavailable(message, certainly_not_run=certain)
+        return RedisUnavailable(message, certainly_not_run=False)
     if isinstance(exc, redis.TimeoutError):
         return RedisUnavailable(message, certainly_not_run="connecting" in message.lower())
     if isinstance(exc, redis.ConnectionError):

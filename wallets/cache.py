@@ -336,11 +336,13 @@ for i = 3, #ARGV do
       if redis.call('EXISTS', inf) == 0 then
         redis.call('RENAME', pe, inf)
       else
+        -- DEL before RPUSH: a full Redis (noeviction) refuses a script's first write only when
+        -- it may grow memory, so this move still drains a full Redis.
         local items = redis.call('LRANGE', pe, 0, -1)
+        redis.call('DEL', pe)
         for j = 1, #items, 1000 do
           redis.call('RPUSH', inf, unpack(items, j, math.min(j + 999, #items)))
         end
-        redis.call('DEL', pe)
       end
     end
     if redis.call('EXISTS', inf) == 1 then
