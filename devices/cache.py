@@ -15,6 +15,11 @@ import redis
 from memora_project import hotstate
 from memora_project.redisconn import IDENTITY
 
+# Students whose copy this process could not update (Redis refused or was away): until a rebuild
+# succeeds, this process asks the database for them, so a Redis that accepts writes again never
+# answers from the copy that missed the change (other processes: the reconciler, within a second).
+stale_players: set[int] = set()
+
 
 def auth_key(player_id: int) -> str:
     return f"{hotstate.player_prefix(player_id)}auth:{player_id}"

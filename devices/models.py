@@ -130,7 +130,9 @@ class CacheOutbox(models.Model):
     """A student whose Redis copy must be rebuilt: written in the transaction of the change,
     deleted once Redis holds it. What is left here when Redis was away is reconciled later."""
 
-    player = models.ForeignKey(PlayerProfile, on_delete=models.CASCADE, related_name="+")
+    # No database constraint: the row of a student deleted while Redis was away must outlive
+    # them, so the reconciler still removes their copy (whose sessions would otherwise answer).
+    player = models.ForeignKey(PlayerProfile, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     generation = models.PositiveBigIntegerField()
     created_at = models.DateTimeField()
 

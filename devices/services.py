@@ -71,8 +71,10 @@ def auth_cache_sync(*, player_id: int) -> bool:
         try:
             cache.forget(player_id=player_id)
         except hotstate.RedisUnavailable as exc:
-            logger.warning("auth cache of deleted player %s left to expire: %s", player_id, exc)
+            cache.stale_players.add(player_id)
+            logger.warning("auth cache of deleted player %s left to the reconciler: %s", player_id, exc)
             return False
+        cache.stale_players.discard(player_id)
         CacheOutbox.objects.filter(player_id=player_id).delete()
         return True
     generation, fields = snapshot
@@ -84,8 +86,10 @@ def auth_cache_sync(*, player_id: int) -> bool:
             fields={k: str(v) for k, v in fields.items()},
         )
     except hotstate.RedisUnavailable as exc:
+        cache.stale_players.add(player_id)
         logger.warning("auth cache of player %s left to the reconciler: %s", player_id, exc)
         return False
+    cache.stale_players.discard(player_id)
     # A refused write means Redis already holds a newer generation: this row is done either way.
     CacheOutbox.objects.filter(player_id=player_id, generation__lte=generation).delete()
     return True
@@ -354,7 +358,9 @@ def device_allow(*, device_pk: int, actor: User | None, reason: str = "") -> boo
 
 def player_deleted(*, player_id: int) -> None:
     """The student is being deleted (inside that transaction): drop the cached copy after commit,
-    so that a live session's token stops working on its next request."""
+    so that a live session's token stops working on its next request. The outbox row outlives the
+    student: if Redis is away now, the reconciler removes the copy when it returns."""
+    CacheOutbox.objects.create(player_id=player_id, generation=0, created_at=timezone.now())
     transaction.on_commit(lambda: auth_cache_sync(player_id=player_id))
 
 

@@ -70,6 +70,10 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
     if parsed is None:
         raise not_authenticated()
     now = time.time()
+    if parsed.player_id in cache.stale_players:
+        return verify_database(
+            player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id, rebuild=True
+        )
     try:
         result = cache.check(
             player_id=parsed.player_id,

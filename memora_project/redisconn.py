@@ -18,7 +18,13 @@ import time
 from typing import Any
 
 from redis.connection import Connection
-from redis.exceptions import ResponseError
+from redis.exceptions import BusyLoadingError, MasterDownError, OutOfMemoryError, ReadOnlyError
+
+# Replies that say the server refuses writes for now (full, demoted, loading): it may come back as
+# another server (a promotion), so for a while every stamped command learns the identity first.
+_REFUSALS = (ReadOnlyError, OutOfMemoryError, BusyLoadingError, MasterDownError)
+_SUSPECT_SECONDS = 5.0
+_suspect_until = 0.0
 
 # The placeholder a caller passes where a script expects the identity of the server running it.
 IDENTITY = "\x00memora:identity\x00"
@@ -45,6 +51,10 @@ class _IdentityPacker:
         prefix: list[Any] = []
         if connection._sock is None:
             connection.connect()  # learns the identity of the server it reaches
+        elif connection.identity is None or time.monotonic() < _suspect_until:
+            # Just after a refusal the server may have been promoted since: ask before sending.
+            connection._send_identity_probe()
+            connection._read_identity()
         elif connection.refresh_due():
             # Asked again in the same round trip as the command; the answers are read first.
             prefix = [*self.packer.pack("INFO", "server"), *self.packer.pack("INFO", "replication")]
@@ -94,8 +104,9 @@ class IdentityConnection(Connection):
             self._read_identity()
         try:
             return super().read_response(*args, **kwargs)
-        except ResponseError:
-            # An error reply (READONLY after a demotion, LOADING after a restart…): learn the
-            # identity again with the next stamped command.
-            self._identity_at = 0.0
+        except _REFUSALS:
+            # READONLY after a demotion, OOM, LOADING after a restart: whichever server answers
+            # next may not be this one any more (every connection of this process asks first).
+            global _suspect_until
+            _suspect_until = time.monotonic() + _SUSPECT_SECONDS
             raise

@@ -17,6 +17,10 @@ import redis
 from memora_project import hotstate
 from memora_project.redisconn import IDENTITY
 
+# Students whose wallet this process could not rebuild after a database-first change: it rebuilds
+# them (or takes the database path) before trusting their Redis wallet again.
+stale_players: set[int] = set()
+
 WALLET_FIELDS = ("xp", "streak", "longest", "last", "lastd", "freezes", "ver", "day", "xpd", "gen", "brk")
 
 

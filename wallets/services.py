@@ -115,6 +115,8 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         "identity": IDENTITY,
     }
     try:
+        if request.player_id in cache.stale_players:
+            wallet_cache_sync_or_raise(player_id=request.player_id)
         for _attempt in range(3):
             result = cache.award(pid=request.player_id, idem_digest=digest, values=values)
             if result[0] not in ("cold", "suspect"):
@@ -380,17 +382,28 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
 def wallet_cache_sync(*, player_id: int) -> bool:
     """Rebuild the student's Redis wallet after a database-first change; True once Redis holds it."""
     try:
-        generation = wallet_cache_rebuild(player_id=player_id, force=True)
+        wallet_cache_sync_or_raise(player_id=player_id)
     except hotstate.RedisUnavailable:
         return False
+    return True
+
+
+def wallet_cache_sync_or_raise(*, player_id: int) -> None:
+    """:func:`wallet_cache_sync`, raising RedisUnavailable. Until it succeeds, this process does not
+    trust the student's Redis wallet (it missed a change)."""
+    try:
+        generation = wallet_cache_rebuild(player_id=player_id, force=True)
+    except hotstate.RedisUnavailable:
+        cache.stale_players.add(player_id)
+        raise
     except PlayerProfile.DoesNotExist:
         generation = None
+    cache.stale_players.discard(player_id)
     # Only the rows this rebuild covered: a change committed meanwhile keeps its row for the next.
     rows = WalletOutbox.objects.filter(player_id=player_id)
     if generation is not None:
         rows = rows.filter(generation__lte=generation)
     rows.delete()
-    return True
 
 
 def _event_order(event: dict[str, Any]) -> tuple[int, int]:
@@ -518,6 +531,8 @@ def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
     """The wallet as the student sees it: Redis on a warm cache, rebuilt on a cold one, the
     database when Redis is away."""
     try:
+        if player_id in cache.stale_players:
+            wallet_cache_sync_or_raise(player_id=player_id)
         data = cache.read_wallet(player_id)
         if data is None:
             wallet_cache_rebuild(player_id=player_id, force=True)
