@@ -19,13 +19,21 @@ def auth_key(player_id: int) -> str:
     return f"{hotstate.player_prefix(player_id)}auth:{player_id}"
 
 
+def unknown_key(player_id: int, token_digest: str) -> str:
+    """A token digest the database did not know, remembered 60 s (statement 14)."""
+    return f"{hotstate.player_prefix(player_id)}unk:{token_digest}"
+
+
+UNKNOWN_TTL = 60
+
+
 def seen_key(shard: int) -> str:
     """Students of one shard whose last_seen_at is due to be written to the database."""
     return f"{hotstate.shard_prefix(shard)}seen"
 
 
-# KEYS: auth hash, seen set. ARGV: digest, device_id, now, idle timeout, last-seen write interval,
-# player id. Order of the design: session state (ended > expired) before the device binding.
+# KEYS: auth hash, seen set, unknown-digest marker. ARGV: digest, device_id, now, idle timeout,
+# last-seen write interval, player id. Order of the design: session state (ended > expired) before the device binding.
 CHECK_LUA = """
 local h = KEYS[1]
 local cur = redis.call('HGET', h, 'cur')
@@ -47,6 +55,7 @@ end
 local t = redis.call('HGET', h, 't:' .. ARGV[1])
 if t then return {'ended', t} end
 if redis.call('HGET', h, 'complete') == '1' then return {'unknown'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'unknown'} end
 return {'miss'}
 """
 
@@ -83,7 +92,7 @@ def check(
     *, player_id: int, token_digest: str, device_id: str, now: float, idle: int, write_interval: int
 ) -> list[Any]:
     """One round trip; raises RedisUnavailable."""
-    keys = [auth_key(player_id), seen_key(hotstate.shard_of(player_id))]
+    keys = [auth_key(player_id), seen_key(hotstate.shard_of(player_id)), unknown_key(player_id, token_digest)]
     args = [token_digest, device_id, repr(now), idle, write_interval, player_id]
     result = hotstate.call(lambda r: _check(r, keys, args))
     return [v.decode() if isinstance(v, bytes) else v for v in result]
@@ -93,6 +102,11 @@ def write(*, player_id: int, generation: int, ttl: int, fields: dict[str, Any]) 
     """Replace the student's copy unless Redis holds a newer generation; raises RedisUnavailable."""
     payload = json.dumps(fields)
     return bool(hotstate.call(lambda r: _write(r, [auth_key(player_id)], [generation, ttl, payload])))
+
+
+def remember_unknown(*, player_id: int, token_digest: str) -> None:
+    """Raises RedisUnavailable."""
+    hotstate.call(lambda r: r.set(unknown_key(player_id, token_digest), 1, ex=UNKNOWN_TTL))
 
 
 def forget(*, player_id: int) -> None:

@@ -47,6 +47,11 @@ def rate_key(pid: int) -> str:
     return f"{hotstate.player_prefix(pid)}rl:lesson:{pid}"
 
 
+def day_count_key(pid: int) -> str:
+    """Lesson completions on the student's current local day (hash: d = day, n = count)."""
+    return f"{hotstate.player_prefix(pid)}rl:lessonday:{pid}"
+
+
 def dirty_key(shard: int) -> str:
     return f"{hotstate.shard_prefix(shard)}dirty"
 
@@ -56,7 +61,8 @@ def dirty_key(shard: int) -> str:
 # 'service' or 'restore'), 5 lesson id, 6 base amount, 7 daily cap, 8 fingerprint, 9 event id,
 # 10 rate limit (0: none), 11 rate window ms, 12 idempotency ttl ms, 13 player id, 14 reason,
 # 15 idempotency scope, 16 idempotency key, 17 a freeze every N streak days, 18 freezes held at
-# most, 19 spare event ids (comma-separated, for the freeze events), 20 actor.
+# most, 19 spare event ids (comma-separated, for the freeze events), 20 actor, 21 completions per
+# local day (0: none; KEYS 7 counts them), 22 Retry-After ms when that bound is reached.
 # One call: dedupe, the XP and streak rules, the wallet hash, the events (with the wallet after
 # each and its version), the dirty set, the stored response. Mirrors wallets.rules.
 AWARD_LUA = """
@@ -76,6 +82,16 @@ if limit > 0 then
     ttl = tonumber(ARGV[11])
   end
   if n > limit then return {'limited', tostring(ttl)} end
+end
+local per_day = tonumber(ARGV[21] or '0')
+if per_day > 0 then
+  -- A day before the counted one (a westward time zone move) counts as the counted one.
+  local c = redis.call('HMGET', KEYS[7], 'd', 'n')
+  local cday, done = ARGV[2], 0
+  if c[1] and c[1] >= ARGV[2] then cday, done = c[1], tonumber(c[2]) or 0 end
+  if done >= per_day then return {'limited', ARGV[22]} end
+  redis.call('HSET', KEYS[7], 'd', cday, 'n', done + 1)
+  redis.call('EXPIRE', KEYS[7], 172800)
 end
 local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'xpd', 'brk')
 local xp = tonumber(w[1]) or 0
@@ -353,6 +369,7 @@ def award(*, pid: int, idem_digest: str, args: list[Any]) -> list[Any]:
         dirty_key(hotstate.shard_of(pid)),
         idem_key(pid, idem_digest),
         rate_key(pid),
+        day_count_key(pid),
     ]
     return [_text(v) for v in hotstate.call(lambda r: _award(r, keys, args))]
 

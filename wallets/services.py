@@ -44,6 +44,8 @@ class AwardRequest:
     lesson_id: str | None = None
     reason: str | None = None
     rate_limit: tuple[int, int] | None = None
+    # (completions per local day, seconds until the local day ends): past it, 429, nothing written.
+    daily_limit: tuple[int, float] | None = None
     actor: str = ""
 
 
@@ -84,6 +86,7 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
     # Ids for the freeze events one call may add: up to the freezes held, plus one earned.
     spare_ids = ",".join(str(uuid.uuid4()) for _ in range(settings.MEMORA_STREAK_FREEZE_MAX + 1))
     limit, window = request.rate_limit or (0, 1)
+    daily_per_day, daily_retry = request.daily_limit or (0, 0.0)
     args = [
         repr(now),
         request.local_day.isoformat(),
@@ -105,6 +108,8 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         settings.MEMORA_STREAK_FREEZE_MAX,
         spare_ids,
         request.actor,
+        daily_per_day,
+        int(daily_retry * 1000),
     ]
     try:
         for _attempt in range(3):
@@ -226,6 +231,13 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
     replay = _replay_from_ledger(request)
     if replay is not None:
         return replay
+    if request.daily_limit and request.kind == EventKind.LESSON:
+        per_day, retry = request.daily_limit
+        done = LedgerEvent.objects.filter(
+            player_id=request.player_id, local_day=request.local_day, kind=EventKind.LESSON
+        ).count()
+        if done >= per_day:
+            raise rate_limited(retry, scope="lessons_per_day")
     today = request.local_day
     amount = request.base_amount
     capped = False
