@@ -24,9 +24,13 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from devices import servicekeys, services
+from devices.adminlogin import ThrottledAdminAuthenticationForm
 from devices.models import AuthorizedDevice, DeviceAuditEntry, EndReason, PlayerSession, ServiceApiKey
 from players.admin import PlayerProfileAdmin  # imported first so that it is registered before we replace it
 from players.models import PlayerProfile
+
+# The admin's sign-in goes through the API login's limiter (statement 11).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 # Support's actions on devices and on a student's sessions are all gated by this one permission:
 # the Support group holds it, view-only staff do not.

@@ -7,3 +7,8 @@ class DevicesConfig(AppConfig):
 
     def ready(self) -> None:
         from devices import receivers, schema  # noqa: F401  (connect signals, register schema extensions)
+        from devices.servicekeys import on_redis_recovery
+        from memora_project import hotstate
+
+        # Statement 16: keys revoked while Redis was away are buried as soon as it answers again.
+        hotstate.on_recovery(on_redis_recovery)

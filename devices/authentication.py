@@ -8,7 +8,6 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from devices import servicekeys, verification
-from memora_project.errors import not_authenticated
 from players.principals import PlayerPrincipal, ServicePrincipal
 
 
@@ -20,6 +19,9 @@ class DeviceSessionAuthentication(BaseAuthentication):
         authorization = django_request.META.get("HTTP_AUTHORIZATION", "")
         if authorization.startswith("Api-Key "):
             return None
+        view = (request.parser_context or {}).get("view")
+        if getattr(view, "service_only", False):
+            return None  # a route only service keys may call: 401 before any device step
         error = getattr(django_request, "memora_auth_error", None)
         if error is not None:
             raise error
@@ -42,7 +44,7 @@ class ServiceKeyAuthentication(BaseAuthentication):
             return None
         principal = servicekeys.service_key_verify(raw=authorization[8:].strip())
         if principal is None:
-            raise not_authenticated()
+            raise verification.unknown_credentials(request._request)
         return principal, None
 
     def authenticate_header(self, request: Request) -> str:

@@ -25,18 +25,32 @@ def auth_key(player_id: int) -> str:
     return f"{hotstate.player_prefix(player_id)}auth:{player_id}"
 
 
+def unknown_key(player_id: int, token_digest: str) -> str:
+    """A token digest the database did not know, remembered 60 s (statement 14)."""
+    return f"{hotstate.player_prefix(player_id)}unk:{token_digest}"
+
+
+UNKNOWN_TTL = 60
+
+
 def seen_key(shard: int) -> str:
     """Students of one shard whose last_seen_at is due to be written to the database."""
     return f"{hotstate.shard_prefix(shard)}seen"
 
 
-# KEYS: auth hash, seen set. ARGV: digest, device_id, now, idle timeout, last-seen write interval,
-# player id, the server's identity. Order of the design: session state (ended > expired) before the
-# device binding. A copy stamped by another server identity is suspect (Redis may have gone back in
-# time and brought back an ended session): the database answers and the copy is rebuilt.
+# KEYS: auth hash, seen set, unknown-digest marker. ARGV: digest, device_id, now, idle timeout,
+# last-seen write interval, player id, the server's identity. Order of the design: session state
+# (ended > expired) before the device binding. A copy (or an unknown-token marker) stamped by
+# another server identity is suspect (Redis may have gone back in time and brought back an ended
+# session): the database answers and the copy is rebuilt.
 CHECK_LUA = """
 local h = KEYS[1]
-if redis.call('HGET', h, 'st') ~= ARGV[7] then return {'miss'} end
+local st = redis.call('HGET', h, 'st')
+if not st then
+  if redis.call('GET', KEYS[3]) == ARGV[7] then return {'unknown'} end
+  return {'miss'}
+end
+if st ~= ARGV[7] then return {'miss'} end
 local cur = redis.call('HGET', h, 'cur')
 if cur == ARGV[1] then
   local f = redis.call('HMGET', h, 'dev', 'expires', 'seen', 'seenw', 'sid', 'started',
@@ -61,6 +75,7 @@ if redis.call('HGET', h, 'complete') == '1' then
   redis.call('HDEL', h, 'probe')
   return {'unknown'}
 end
+if redis.call('GET', KEYS[3]) == ARGV[7] then return {'unknown'} end
 return {'miss'}
 """
 
@@ -98,7 +113,7 @@ def check(
     *, player_id: int, token_digest: str, device_id: str, now: float, idle: int, write_interval: int
 ) -> list[Any]:
     """One round trip; raises RedisUnavailable."""
-    keys = [auth_key(player_id), seen_key(hotstate.shard_of(player_id))]
+    keys = [auth_key(player_id), seen_key(hotstate.shard_of(player_id)), unknown_key(player_id, token_digest)]
     args = [token_digest, device_id, repr(now), idle, write_interval, player_id, IDENTITY]
     result = hotstate.call(lambda r: _check(r, keys, args))
     return [v.decode() if isinstance(v, bytes) else v for v in result]
@@ -108,6 +123,11 @@ def write(*, player_id: int, generation: int, ttl: int, fields: dict[str, Any]) 
     """Replace the student's copy unless Redis holds a newer generation; raises RedisUnavailable."""
     payload = json.dumps(fields)
     return bool(hotstate.call(lambda r: _write(r, [auth_key(player_id)], [generation, ttl, payload, IDENTITY])))
+
+
+def remember_unknown(*, player_id: int, token_digest: str) -> None:
+    """Raises RedisUnavailable."""
+    hotstate.call(lambda r: r.set(unknown_key(player_id, token_digest), IDENTITY, ex=UNKNOWN_TTL))
 
 
 def forget(*, player_id: int) -> None:

@@ -1,16 +1,25 @@
-"""Login rate limits and lockouts (DESIGN, "Rate limits").
+"""Login rate limits and lockouts (DESIGN, "Rate limits" and security statements 11-12).
 
-- attempts per IP: 600 / 10 min (per-process memory while Redis is away);
-- failures per (username, IP): 10 / 15 min, then locked 15 min;
-- failures per username from any IP: 100 / hour, then locked until the hour passes.
+- attempts per address (/64 for IPv6): 600 / 10 min (per-process memory while Redis is away);
+- failures per (username, address): 10 / 15 min, then locked 15 min;
+- failures per username from anywhere: 100 / hour, then locked until the hour passes;
+- failures per (username, device) of a login that proves its device (the API's device proof, the
+  admin's signed staff device cookie): 10 / 15 min, then that device alone is locked 15 min. Such
+  a login is held only to its own lock; its failures still count toward the username's.
+
 Failures are counted in Redis, or as rows in the database while Redis is away. A lock refuses the
-right password too, and says nothing about whether the username exists.
+right password too, and says nothing about whether the username exists. The API login and the
+admin login (``devices.adminlogin``) go through the same functions.
+
+Every key of one username shares the hash tag ``{u:<username digest>}``, so each script touches
+one Redis Cluster slot, and the username's keys are listed in one set so support can clear them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils import timezone
@@ -19,101 +28,202 @@ from devices.models import LoginFailure
 from memora_project import hotstate, ratelimit
 from memora_project.errors import rate_limited
 
-# KEYS: (username, IP) lock, username failure counter. ARGV: username limit.
+# KEYS: the lock of this scope ((username, address) or (username, device)), the username's failure
+# counter. ARGV: the username limit (0: the username's lock does not apply).
 # Returns the milliseconds left on the longest lock, 0 when not locked.
 LOCKED_LUA = """
 local wait = 0
 local t = redis.call('PTTL', KEYS[1])
 if t > 0 then wait = t end
-local n = tonumber(redis.call('GET', KEYS[2]) or '0')
-if n >= tonumber(ARGV[1]) then
-  local t2 = redis.call('PTTL', KEYS[2])
-  if t2 > wait then wait = t2 end
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if n >= limit then
+    local t2 = redis.call('PTTL', KEYS[2])
+    if t2 > wait then wait = t2 end
+  end
 end
 return wait
 """
+
+# KEYS: this scope's failure counter, this scope's lock, the username's failure counter, the set of
+# the username's keys. ARGV: scope limit, scope window ms, lock ms, username window ms, set ttl ms.
+FAILURE_LUA = """
+local n = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local u = redis.call('INCR', KEYS[3])
+if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
+if n >= tonumber(ARGV[1]) then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
+redis.call('SADD', KEYS[4], KEYS[1], KEYS[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+return {n, u}
+"""
 _locked = hotstate.LuaScript(LOCKED_LUA)
+_failure = hotstate.LuaScript(FAILURE_LUA)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who a login attempt is counted as: an address, or a device that proved itself."""
+
+    user_key: str
+    address: str
+    device_id: str | None = None  # set only when the login proved this device
+
+    @property
+    def proven(self) -> bool:
+        return self.device_id is not None
 
 
 def username_key(username: str) -> str:
     return hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
 
 
-def _names(user_key: str, ip: str) -> tuple[str, str, str]:
-    prefix = settings.MEMORA_REDIS_KEY_PREFIX
-    return (
-        f"{prefix}:rl:lock_user_ip:{user_key}:{ip}",
-        f"{prefix}:rl:fail_user_ip:{user_key}:{ip}",
-        f"{prefix}:rl:fail_user:{user_key}",
-    )
+def _base(user_key: str) -> str:
+    return f"{settings.MEMORA_REDIS_KEY_PREFIX}:rl:{{u:{user_key}}}"
+
+
+def _names(scope: Scope) -> tuple[str, str, str, str]:
+    """(lock, failure counter) of the scope, the username's counter, the username's key set."""
+    base = _base(scope.user_key)
+    part = f"dev:{scope.device_id}" if scope.proven else f"ip:{scope.address}"
+    return f"{base}:lock_{part}", f"{base}:fail_{part}", f"{base}:fail", f"{base}:keys"
+
+
+def _limits(scope: Scope) -> tuple[int, int]:
+    if scope.proven:
+        return settings.MEMORA_RATE_LOGIN_FAILURES_USER_DEVICE  # type: ignore[no-any-return]
+    return settings.MEMORA_RATE_LOGIN_FAILURES_USER_IP  # type: ignore[no-any-return]
+
+
+def login_ip_allowed(*, ip: str) -> ratelimit.Verdict:
+    """Count one attempt from this address (the caller decides: a proven device is exempt)."""
+    limit, window = settings.MEMORA_RATE_LOGIN_IP
+    return ratelimit.hit("login_ip", ip, limit=limit, window=window)
 
 
 def login_ip_check(*, ip: str) -> None:
-    limit, window = settings.MEMORA_RATE_LOGIN_IP
-    verdict = ratelimit.hit("login_ip", ip, limit=limit, window=window)
+    verdict = login_ip_allowed(ip=ip)
     if not verdict.allowed:
         raise rate_limited(verdict.retry_after, scope="login_ip")
 
 
-def login_lock_check(*, user_key: str, ip: str) -> None:
-    lock, _, fail_user = _names(user_key, ip)
-    user_limit, _ = settings.MEMORA_RATE_LOGIN_FAILURES_USER
+def login_lock_wait(scope: Scope) -> float:
+    """Seconds left on the lock that applies to this attempt; 0 when none does."""
+    lock, _, fail_user, _ = _names(scope)
+    # A proven device is stopped only by its own lock, never by the username's.
+    user_limit = 0 if scope.proven else settings.MEMORA_RATE_LOGIN_FAILURES_USER[0]
     try:
         wait_ms = hotstate.call(lambda r: _locked(r, [lock, fail_user], [user_limit]))
     except hotstate.RedisUnavailable:
-        wait = _database_lock_wait(user_key=user_key, ip=ip)
-    else:
-        wait = int(wait_ms) / 1000.0
+        return _database_lock_wait(scope)
+    return int(wait_ms) / 1000.0
+
+
+def login_lock_check(scope: Scope) -> None:
+    wait = login_lock_wait(scope)
     if wait > 0:
         raise rate_limited(wait, scope="login_lockout")
 
 
-def _database_lock_wait(*, user_key: str, ip: str) -> float:
+def _locked_since(times: list[dt.datetime], limit: int, window: int) -> dt.datetime | None:
+    """The failure that reached the limit within one window (newest first), if one did."""
+    if len(times) >= limit and times[0] - times[limit - 1] <= dt.timedelta(seconds=window):
+        return times[0]
+    return None
+
+
+def _database_lock_wait(scope: Scope) -> float:
     now = timezone.now()
-    ip_limit, ip_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER_IP
-    user_limit, user_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER
-    wait = 0.0
+    lock = dt.timedelta(seconds=settings.MEMORA_LOGIN_LOCK_SECONDS)
+    limit, window = _limits(scope)
+    rows = LoginFailure.objects.filter(username_key=scope.user_key)
+    if scope.proven:
+        mine = rows.filter(device_id=scope.device_id)
+    else:
+        mine = rows.filter(ip=scope.address, device_id__isnull=True)
     recent = list(
-        LoginFailure.objects.filter(
-            username_key=user_key,
-            ip=ip,
-            at__gt=now - dt.timedelta(seconds=ip_window + settings.MEMORA_LOGIN_LOCK_SECONDS),
-        )
+        mine.filter(at__gt=now - dt.timedelta(seconds=window) - lock)
         .order_by("-at")
-        .values_list("at", flat=True)[:ip_limit]
+        .values_list("at", flat=True)[:limit]
     )
-    if len(recent) >= ip_limit and recent[0] - recent[-1] <= dt.timedelta(seconds=ip_window):
-        # Locked from the failure that reached the limit.
-        wait = max(wait, (recent[0] + dt.timedelta(seconds=settings.MEMORA_LOGIN_LOCK_SECONDS) - now).total_seconds())
+    wait = 0.0
+    since = _locked_since(recent, limit, window)
+    if since is not None:
+        wait = max(wait, (since + lock - now).total_seconds())
+    if scope.proven:
+        return wait
+    user_limit, user_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER
     window_start = now - dt.timedelta(seconds=user_window)
-    in_hour = list(
-        LoginFailure.objects.filter(username_key=user_key, at__gt=window_start)
-        .order_by("at")
-        .values_list("at", flat=True)[:user_limit]
-    )
+    in_hour = list(rows.filter(at__gt=window_start).order_by("at").values_list("at", flat=True)[:user_limit])
     if len(in_hour) >= user_limit:
         wait = max(wait, (in_hour[0] + dt.timedelta(seconds=user_window) - now).total_seconds())
     return wait
 
 
-def login_failure_record(*, user_key: str, ip: str) -> None:
-    lock, fail_user_ip, fail_user = _names(user_key, ip)
-    ip_limit, ip_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER_IP
+def login_failure_record(scope: Scope) -> None:
+    lock, fail, fail_user, index = _names(scope)
+    limit, window = _limits(scope)
     _, user_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER
+    lock_seconds = settings.MEMORA_LOGIN_LOCK_SECONDS
+    keep = max(window + lock_seconds, user_window)
+    args = [limit, window * 1000, lock_seconds * 1000, user_window * 1000, keep * 1000]
     try:
-        per_ip = ratelimit.hit_or_raise(fail_user_ip, ip_window)
-        ratelimit.hit_or_raise(fail_user, user_window)
-        if per_ip >= ip_limit:
-            hotstate.call(lambda r: r.set(lock, 1, ex=settings.MEMORA_LOGIN_LOCK_SECONDS))
+        hotstate.call(lambda r: _failure(r, [fail, lock, fail_user, index], args))
     except hotstate.RedisUnavailable:
-        LoginFailure.objects.create(username_key=user_key, ip=ip, at=timezone.now())
+        LoginFailure.objects.create(
+            username_key=scope.user_key, ip=scope.address, device_id=scope.device_id, at=timezone.now()
+        )
 
 
-def login_success_record(*, user_key: str, ip: str) -> None:
-    """The right password clears this address's failures for the username, in whichever store
-    counts them now (as the Redis path always did)."""
-    _, fail_user_ip, _ = _names(user_key, ip)
+def login_success_record(scope: Scope) -> None:
+    """The right password clears this scope's failures for the username, in whichever store
+    counts them now."""
+    _, fail, _, _ = _names(scope)
     try:
-        hotstate.call(lambda r: r.delete(fail_user_ip))
+        hotstate.call(lambda r: r.delete(fail))
     except hotstate.RedisUnavailable:
-        LoginFailure.objects.filter(username_key=user_key, ip=ip).delete()
+        rows = LoginFailure.objects.filter(username_key=scope.user_key)
+        if scope.proven:
+            rows.filter(device_id=scope.device_id).delete()
+        else:
+            rows.filter(ip=scope.address, device_id__isnull=True).delete()
+
+
+def login_locks_clear(*, username: str) -> int:
+    """Lift every lock and forget every failure of the username, in Redis and in the database.
+
+    Returns how many counters and locks were removed. Raises RedisUnavailable if Redis is away
+    (its locks would still stand: support tries again).
+    """
+    user_key = username_key(username)
+    base = _base(user_key)
+    index = f"{base}:keys"
+
+    def clear(r: object) -> int:
+        members = [m.decode() if isinstance(m, bytes) else m for m in r.smembers(index)]  # type: ignore[attr-defined]
+        # One slot (the tag): one DEL for them all.
+        return int(r.delete(index, f"{base}:fail", *members))  # type: ignore[attr-defined]
+
+    removed = hotstate.call(clear)
+    removed += LoginFailure.objects.filter(username_key=user_key).delete()[0]
+    return removed
+
+
+def login_lock_status(*, username: str) -> float:
+    """Seconds left on the username's own lock (the one a new device meets), for support."""
+    return login_lock_wait(Scope(user_key=username_key(username), address="0.0.0.0"))  # noqa: S104
+
+
+__all__ = [
+    "Scope",
+    "login_failure_record",
+    "login_ip_allowed",
+    "login_ip_check",
+    "login_lock_check",
+    "login_lock_status",
+    "login_lock_wait",
+    "login_locks_clear",
+    "login_success_record",
+    "username_key",
+]

@@ -20,6 +20,9 @@ from memora_project.errors import api_error_for
 
 def uses_device_session(view_func: Any) -> bool:
     cls = getattr(view_func, "cls", None)
+    if getattr(cls, "service_only", False):
+        # Only service keys may call it: no device step, 401 without a key (statement 15).
+        return False
     classes = getattr(cls, "authentication_classes", None) or []
     return DeviceSessionAuthentication in classes
 
@@ -48,6 +51,8 @@ class DeviceSessionMiddleware:
             error = api_error_for(exc)
             if error is None:
                 raise
+            if error.code == "not_authenticated" and authorization:
+                error = verification.unknown_credentials(request)
             request.memora_auth_error = error  # type: ignore[attr-defined]
         finally:
             metrics.VERIFY_SECONDS.observe(time.perf_counter() - started)

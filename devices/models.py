@@ -36,6 +36,10 @@ class AuthorizedDevice(models.Model):
     # Support's revocation blocks the device id until support re-allows it; a student's own removal
     # or a replacement at login only frees the slot.
     login_blocked = models.BooleanField(default=False)
+    # SHA-256 of the device proof that the last login of this device returned (statement 12): a
+    # login presenting it is held only to this device's own lockout counter. Replaced at every
+    # login of the device; the proof itself is never stored.
+    proof_digest = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
 
     class Meta:
         verbose_name = "authorized device"
@@ -102,6 +106,7 @@ class AuditAction(models.TextChoices):
     REPLACED = "replaced", "device replaced at login"
     ALLOWED = "allowed", "device allowed again"
     SESSIONS_ENDED = "sessions_ended", "sessions ended"
+    LOGIN_LOCKS_CLEARED = "login_locks_cleared", "login locks cleared by support"
 
 
 class DeviceAuditEntry(models.Model):
@@ -146,16 +151,19 @@ class CacheOutbox(models.Model):
 
 
 class LoginFailure(models.Model):
-    """Failed logins counted in the database while Redis is away."""
+    """Failed logins counted in the database while Redis is away. ``device_id`` is set when the
+    attempt proved its device (it then counts toward that device's lock, not the address's)."""
 
     username_key = models.CharField(max_length=64)
     ip = models.GenericIPAddressField()
+    device_id = models.UUIDField(null=True, blank=True)
     at = models.DateTimeField()
 
     class Meta:
         indexes = [
             models.Index(fields=["username_key", "at"], name="loginfail_user_at"),
             models.Index(fields=["username_key", "ip", "at"], name="loginfail_user_ip_at"),
+            models.Index(fields=["username_key", "device_id", "at"], name="loginfail_user_dev_at"),
         ]
 
     def __str__(self) -> str:

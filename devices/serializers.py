@@ -28,6 +28,10 @@ class LoginOutput(serializers.Serializer):
     token = serializers.CharField(help_text="mem_<player_id>_<secret>; shown once.")
     expires_at = serializers.DateTimeField()
     idle_timeout_seconds = serializers.IntegerField()
+    device_proof = serializers.CharField(
+        help_text="dp_<secret>; shown once. Keep it with the device id and send it as X-Device-Proof at the "
+        "next login of this device: a lockout of the account then does not stop this device."
+    )
     player = PlayerOutput()
     device = DeviceOutput()
 

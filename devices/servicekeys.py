@@ -7,7 +7,9 @@ service call costs one round trip on a warm cache.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import time
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -21,19 +23,48 @@ from memora_project.errors import rate_limited
 from players.principals import ServicePrincipal
 
 CACHE_TTL = 300
+# An unknown key's digest is remembered this long (statement 14): a repeat costs no query.
+NEGATIVE_TTL = 60
+# A revoked key's tombstone outlives any cached copy by far (statement 16): no cache fill, however
+# late, brings the key back.
+TOMBSTONE_TTL = 7 * 24 * 3600
+_UNKNOWN = "-"
 
-# KEYS: cached key, rate counter. ARGV: window ms. Returns {cached or false, count, ttl_ms}.
+# KEYS: cached key, rate counter, tombstone. ARGV: window ms.
+# Returns {'revoked'} | {'unknown'} | {'hit', cached, count, ttl_ms} | {'miss', count, ttl_ms}.
 LOOKUP_LUA = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'revoked'} end
 local v = redis.call('GET', KEYS[1])
+if v == '-' then return {'unknown'} end
 local n = redis.call('INCR', KEYS[2])
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl < 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
-return {v or false, n, ttl}
+if v then return {'hit', v, n, ttl} end
+return {'miss', n, ttl}
+"""
+# KEYS: cached key, tombstone. ARGV: value, ttl s. The only way the cache is filled: never over a
+# tombstone, so a fill that read the database before a revocation committed writes nothing.
+FILL_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+# KEYS: cached key, tombstone. ARGV: tombstone ttl s.
+BURY_LUA = """
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
 """
 _lookup = hotstate.LuaScript(LOOKUP_LUA)
+_fill = hotstate.LuaScript(FILL_LUA)
+_bury = hotstate.LuaScript(BURY_LUA)
+
+# Unknown digests remembered by this process while Redis is away: digest -> expiry (monotonic).
+_local_unknown: dict[str, float] = {}
+_LOCAL_UNKNOWN_MAX = 100_000
 
 
 def _cache_key(digest: str) -> str:
@@ -42,6 +73,15 @@ def _cache_key(digest: str) -> str:
 
 def _rate_key(digest: str) -> str:
     return f"{settings.MEMORA_REDIS_KEY_PREFIX}:{{svc:{digest[:8]}}}:rl:{digest}"
+
+
+def _tomb_key(digest: str) -> str:
+    return f"{settings.MEMORA_REDIS_KEY_PREFIX}:{{svc:{digest[:8]}}}:tomb:{digest}"
+
+
+def _bury_digest(digest: str) -> None:
+    """Raises RedisUnavailable."""
+    hotstate.call(lambda r: _bury(r, [_cache_key(digest), _tomb_key(digest)], [TOMBSTONE_TTL]))
 
 
 @transaction.atomic
@@ -61,12 +101,26 @@ def service_key_revoke(*, key_pk: int) -> None:
         key.save(update_fields=["revoked_at"])
     digest = key.digest
 
-    def forget() -> None:
-        # If Redis is away, the cached copy expires within CACHE_TTL.
+    def bury() -> None:
+        # If Redis is away, the recovery listener buries every recently revoked key when it answers.
         with contextlib.suppress(hotstate.RedisUnavailable):
-            hotstate.call(lambda r: r.delete(_cache_key(digest)))
+            _bury_digest(digest)
 
-    transaction.on_commit(forget)
+    transaction.on_commit(bury)
+
+
+def service_key_tombstones_restore() -> int:
+    """Bury every key revoked within the tombstone's lifetime (Redis answered again: a revocation
+    made while it was away, or a Redis back from an old copy, must not let a revoked key work)."""
+    since = timezone.now() - dt.timedelta(seconds=TOMBSTONE_TTL)
+    digests = list(ServiceApiKey.objects.filter(revoked_at__gte=since).values_list("digest", flat=True))
+    for digest in digests:
+        _bury_digest(digest)
+    return len(digests)
+
+
+def on_redis_recovery() -> None:
+    service_key_tombstones_restore()
 
 
 def _from_db(digest: str) -> ServicePrincipal | None:
@@ -76,32 +130,62 @@ def _from_db(digest: str) -> ServicePrincipal | None:
     return ServicePrincipal(key_id=key.pk, name=key.name, scopes=frozenset(key.scopes))
 
 
+def _locally_unknown(digest: str) -> bool:
+    expiry = _local_unknown.get(digest)
+    return expiry is not None and expiry > time.monotonic()
+
+
+def _remember_locally_unknown(digest: str) -> None:
+    now = time.monotonic()
+    if len(_local_unknown) >= _LOCAL_UNKNOWN_MAX:
+        for stale in [d for d, expiry in _local_unknown.items() if expiry <= now]:
+            del _local_unknown[stale]
+        if len(_local_unknown) >= _LOCAL_UNKNOWN_MAX:
+            _local_unknown.clear()
+    _local_unknown[digest] = now + NEGATIVE_TTL
+
+
+def _fill_cache(digest: str, value: str, ttl: int) -> None:
+    with contextlib.suppress(hotstate.RedisUnavailable):
+        hotstate.call(lambda r: _fill(r, [_cache_key(digest), _tomb_key(digest)], [value, ttl]))
+
+
 def service_key_verify(*, raw: str) -> ServicePrincipal | None:
     if not tokens.service_key_valid_shape(raw):
         return None
     digest = tokens.digest(raw)
     limit, window = settings.MEMORA_RATE_SERVICE_KEY
     try:
-        cached, count, ttl_ms = hotstate.call(
-            lambda r: _lookup(r, [_cache_key(digest), _rate_key(digest)], [window * 1000])
+        result = hotstate.call(
+            lambda r: _lookup(r, [_cache_key(digest), _rate_key(digest), _tomb_key(digest)], [window * 1000])
         )
     except hotstate.RedisUnavailable:
-        principal = _from_db(digest)
-        if principal is not None:
-            verdict = ratelimit.local.hit(f"svc:{principal.key_id}", limit, window)
-            if not verdict.allowed:
-                raise rate_limited(verdict.retry_after, scope="service_key") from None
-        return principal
-    if cached:
-        data = json.loads(cached)
-        principal = ServicePrincipal(key_id=data["id"], name=data["name"], scopes=frozenset(data["scopes"]))
-    else:
+        if _locally_unknown(digest):
+            return None
         principal = _from_db(digest)
         if principal is None:
+            _remember_locally_unknown(digest)
             return None
+        verdict = ratelimit.local.hit(f"svc:{principal.key_id}", limit, window)
+        if not verdict.allowed:
+            raise rate_limited(verdict.retry_after, scope="service_key") from None
+        return principal
+    status = result[0].decode() if isinstance(result[0], bytes) else result[0]
+    if status in ("revoked", "unknown"):
+        return None
+    if status == "hit":
+        data = json.loads(result[1])
+        principal = ServicePrincipal(key_id=data["id"], name=data["name"], scopes=frozenset(data["scopes"]))
+        count, ttl_ms = result[2], result[3]
+    else:
+        found = _from_db(digest)
+        if found is None:
+            _fill_cache(digest, _UNKNOWN, NEGATIVE_TTL)
+            return None
+        principal = found
         payload = json.dumps({"id": principal.key_id, "name": principal.name, "scopes": sorted(principal.scopes)})
-        with contextlib.suppress(hotstate.RedisUnavailable):
-            hotstate.call(lambda r: r.set(_cache_key(digest), payload, ex=CACHE_TTL))
+        _fill_cache(digest, payload, CACHE_TTL)
+        count, ttl_ms = result[1], result[2]
     if int(count) > limit:
         raise rate_limited(int(ttl_ms) / 1000.0, scope="service_key")
     return principal

@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from devices import cache, selectors, tokens
+from devices import cache, loginlimits, selectors, tokens
 from devices.models import (
     AuditAction,
     AuthorizedDevice,
@@ -41,6 +41,7 @@ _DUMMY_HASH = make_password("memora-timing-equalizer")
 @dataclass(frozen=True)
 class LoginResult:
     token: str
+    device_proof: str
     session: PlayerSession
     device: AuthorizedDevice
     profile: PlayerProfile
@@ -179,6 +180,37 @@ def login_verify_credentials(*, username: str, password: str) -> PlayerProfile |
     return profile
 
 
+def device_proof_verify(*, username: str, device_id: str, proof: str | None) -> bool:
+    """True when ``proof`` is the current proof of ``device_id``, authorized on ``username``'s
+    account (one indexed lookup, before the password is checked)."""
+    if not proof or not tokens.device_proof_valid_shape(proof):
+        return False
+    row = (
+        AuthorizedDevice.objects.filter(proof_digest=tokens.digest(proof))
+        .values_list("device_id", "revoked_at", "player__user__username")
+        .first()
+    )
+    if row is None:
+        return False
+    found_device, revoked_at, found_username = row
+    return revoked_at is None and str(found_device) == device_id and found_username.lower() == username.lower()
+
+
+@transaction.atomic
+def login_locks_clear(*, player_id: int, actor: User | None) -> int:
+    """Support lifts every login lock of the student (audited); returns the counters removed."""
+    profile = PlayerProfile.objects.select_related("user").get(pk=player_id)
+    removed = loginlimits.login_locks_clear(username=profile.user.username)
+    DeviceAuditEntry.objects.create(
+        player_id=player_id,
+        action=AuditAction.LOGIN_LOCKS_CLEARED,
+        actor=actor,
+        reason=f"{removed} counter(s) and lock(s) removed",
+        at=timezone.now(),
+    )
+    return removed
+
+
 @transaction.atomic
 def session_login(
     *,
@@ -235,6 +267,8 @@ def session_login(
     if platform is not None:
         device.platform = platform
     device.last_seen_at = now
+    proof = tokens.device_proof_new()
+    device.proof_digest = tokens.digest(proof)
     device.save()
 
     _end_sessions(player_id=profile.pk, reason=EndReason.REPLACED, now=now)
@@ -248,7 +282,7 @@ def session_login(
         last_seen_at=now,
     )
     _bump(player_id=profile.pk, now=now)
-    return LoginResult(token=token, session=session, device=device, profile=profile)
+    return LoginResult(token=token, device_proof=proof, session=session, device=device, profile=profile)
 
 
 def _choose_replacement(*, active: list[AuthorizedDevice], replace_device_id: str | None) -> AuthorizedDevice:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 _TOKEN_RE = re.compile(r"mem_([1-9][0-9]{0,17})_([A-Za-z0-9_-]{43,86})")
 _KEY_RE = re.compile(r"mks_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43,86})")
+_PROOF_RE = re.compile(r"dp_[A-Za-z0-9_-]{43,86}")
 _DEVICE_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
@@ -45,6 +46,15 @@ def service_key_new() -> tuple[str, str]:
 
 def service_key_valid_shape(raw: str) -> bool:
     return _KEY_RE.fullmatch(raw) is not None
+
+
+def device_proof_new() -> str:
+    """A device proof (statement 12): returned at login, kept by the app with its device id."""
+    return f"dp_{secrets.token_urlsafe(32)}"
+
+
+def device_proof_valid_shape(raw: str) -> bool:
+    return _PROOF_RE.fullmatch(raw) is not None
 
 
 def device_id_normalize(raw: str | None) -> str | None:

@@ -8,17 +8,20 @@ included. Outcomes follow the design's order: device id format, token known, ses
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
 
 from django.conf import settings
+from django.http import HttpRequest
 from django.utils import timezone
 
 from devices import cache, services, tokens
 from devices.models import PlayerSession
-from memora_project import hotstate, metrics
-from memora_project.errors import ApiError, not_authenticated
+from memora_project import hotstate, metrics, ratelimit
+from memora_project.clientip import client_address
+from memora_project.errors import ApiError, not_authenticated, rate_limited
 from players.principals import PlayerPrincipal
 
 logger = logging.getLogger(__name__)
@@ -84,7 +87,14 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
             write_interval=settings.MEMORA_LAST_SEEN_WRITE_INTERVAL,
         )
     except hotstate.RedisUnavailable:
-        return verify_database(player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id)
+        if _locally_unknown(parsed.digest):
+            raise not_authenticated() from None
+        try:
+            return verify_database(player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id)
+        except ApiError as error:
+            if error.code == "not_authenticated":
+                _remember_locally_unknown(parsed.digest)
+            raise
     status = result[0]
     if status != "miss":
         metrics.VERIFY_CACHE.inc()
@@ -116,10 +126,46 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
     if status == "unknown":
         raise not_authenticated()
     # A cold cache: the database answers, then the student's copy is rebuilt for the next request.
-    principal = verify_database(
-        player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id, rebuild=True
-    )
-    return principal
+    try:
+        return verify_database(
+            player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id, rebuild=True
+        )
+    except ApiError as error:
+        if error.code == "not_authenticated":
+            # A student who does not exist has no copy to rebuild: remember the digest instead.
+            with contextlib.suppress(hotstate.RedisUnavailable):
+                cache.remember_unknown(player_id=parsed.player_id, token_digest=parsed.digest)
+        raise
+
+
+# Unknown token digests remembered by this process while Redis is away (statement 14).
+_local_unknown: dict[str, float] = {}
+_LOCAL_UNKNOWN_MAX = 100_000
+
+
+def _locally_unknown(token_digest: str) -> bool:
+    expiry = _local_unknown.get(token_digest)
+    return expiry is not None and expiry > time.monotonic()
+
+
+def _remember_locally_unknown(token_digest: str) -> None:
+    now = time.monotonic()
+    if len(_local_unknown) >= _LOCAL_UNKNOWN_MAX:
+        for stale in [d for d, expiry in _local_unknown.items() if expiry <= now]:
+            del _local_unknown[stale]
+        if len(_local_unknown) >= _LOCAL_UNKNOWN_MAX:
+            _local_unknown.clear()
+    _local_unknown[token_digest] = now + cache.UNKNOWN_TTL
+
+
+def unknown_credentials(request: HttpRequest) -> ApiError:
+    """The answer to credentials nobody knows (statement 14): 401, or 429 once this address (/64)
+    sent more than MEMORA_RATE_UNKNOWN_CREDENTIALS of them in the window."""
+    limit, window = settings.MEMORA_RATE_UNKNOWN_CREDENTIALS
+    verdict = ratelimit.hit("unknown_credentials", client_address(request), limit=limit, window=window)
+    if not verdict.allowed:
+        return rate_limited(verdict.retry_after, scope="unknown_credentials")
+    return not_authenticated()
 
 
 def verify_database(*, player_id: int, token_digest: str, device_id: str, rebuild: bool = False) -> PlayerPrincipal:

@@ -11,9 +11,9 @@ from rest_framework.response import Response
 from devices import loginlimits, selectors, services, tokens
 from devices.serializers import DeviceListOutput, DeviceOutput, LoginInput, LoginOutput, SessionOutput
 from devices.verification import invalid_device_id
-from memora_project.clientip import client_ip
-from memora_project.errors import validation_error
-from memora_project.openapi import DEVICE_ID_HEADER, UUID4_PATTERN, error_responses
+from memora_project.clientip import client_address
+from memora_project.errors import rate_limited, validation_error
+from memora_project.openapi import DEVICE_ID_HEADER, DEVICE_PROOF_HEADER, UUID4_PATTERN, error_responses
 from players.permissions import current_student
 from players.serializers import player_summary
 from players.views import json_object
@@ -29,7 +29,7 @@ class LoginViewSet(viewsets.ViewSet):
         description="Authorizes the device if a slot is free and ends the student's other sessions. "
         "The token is shown only in this answer.",
         request=LoginInput,
-        parameters=[DEVICE_ID_HEADER],
+        parameters=[DEVICE_ID_HEADER, DEVICE_PROOF_HEADER],
         examples=[
             OpenApiExample(
                 "Log in on a phone",
@@ -74,18 +74,27 @@ class LoginViewSet(viewsets.ViewSet):
         device_id = tokens.device_id_normalize(request.META.get("HTTP_X_DEVICE_ID"))
         if device_id is None:
             raise invalid_device_id()
-        ip = client_ip(request._request)
-        loginlimits.login_ip_check(ip=ip)
+        address = client_address(request._request)
+        attempts = loginlimits.login_ip_allowed(ip=address)
+        username = body["username"]
+        # Statement 12: the current proof of an authorized device holds this login only to that
+        # device's own counter (not the address's attempt limit, not the username's locks).
+        proven = services.device_proof_verify(
+            username=username, device_id=device_id, proof=request.META.get("HTTP_X_DEVICE_PROOF")
+        )
+        if not attempts.allowed and not proven:
+            raise rate_limited(attempts.retry_after, scope="login_ip")
         data = LoginInput(data=body)
         data.is_valid(raise_exception=True)
-        username = data.validated_data["username"]
-        user_key = loginlimits.username_key(username)
-        loginlimits.login_lock_check(user_key=user_key, ip=ip)
+        scope = loginlimits.Scope(
+            user_key=loginlimits.username_key(username), address=address, device_id=device_id if proven else None
+        )
+        loginlimits.login_lock_check(scope)
         profile = services.login_verify_credentials(username=username, password=data.validated_data["password"])
         if profile is None:
-            loginlimits.login_failure_record(user_key=user_key, ip=ip)
+            loginlimits.login_failure_record(scope)
             raise services.invalid_credentials()
-        loginlimits.login_success_record(user_key=user_key, ip=ip)
+        loginlimits.login_success_record(scope)
         replace = data.validated_data.get("replace_device_id")
         result = services.session_login(
             profile=profile,
@@ -97,6 +106,7 @@ class LoginViewSet(viewsets.ViewSet):
         device = result.device
         body_out = {
             "token": result.token,
+            "device_proof": result.device_proof,
             "expires_at": result.session.expires_at,
             "idle_timeout_seconds": settings.MEMORA_SESSION_IDLE_TIMEOUT,
             "player": player_summary(result.profile),

@@ -7,23 +7,28 @@ one page.
 
 from __future__ import annotations
 
+import math
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from devices import loginlimits
 from devices import selectors as device_selectors
-from devices.admin import StudentAdmin
+from devices import services as device_services
+from devices.admin import SUPPORT_ACTION_PERMISSION, StudentAdmin
 from devices.models import DeviceAuditEntry, PlayerSession
+from memora_project import hotstate
 from memora_project.errors import ApiError
 from players import timezones
 from players.models import PlayerProfile
@@ -55,7 +60,12 @@ class StudentOverviewAdmin(StudentAdmin):
                 "<int:player_id>/overview/",
                 self.admin_site.admin_view(self.overview_view),
                 name="players_playerprofile_overview",
-            )
+            ),
+            path(
+                "<int:player_id>/overview/clear-login-locks/",
+                self.admin_site.admin_view(self.clear_login_locks_view),
+                name="players_playerprofile_clear_login_locks",
+            ),
         ]
         return custom + super().get_urls()
 
@@ -86,9 +96,34 @@ class StudentOverviewAdmin(StudentAdmin):
             .order_by("-started_at")[:20],
             "audit": DeviceAuditEntry.objects.filter(player_id=player_id).select_related("device", "actor")[:50],
             "restores": restores,
+            "login_lock_seconds": self._lock_seconds(profile),
+            "can_clear_locks": request.user.has_perm(SUPPORT_ACTION_PERMISSION),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/memora/student_overview.html", context)
+
+    @staticmethod
+    def _lock_seconds(profile: PlayerProfile) -> int:
+        return math.ceil(loginlimits.login_lock_status(username=profile.user.username))
+
+    def clear_login_locks_view(self, request: HttpRequest, player_id: int) -> HttpResponse:
+        """POST only (CSRF-protected by the admin): lift the student's login locks, audited."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm(SUPPORT_ACTION_PERMISSION):
+            raise PermissionDenied
+        profile = get_object_or_404(PlayerProfile.objects.select_related("user"), pk=player_id)
+        try:
+            removed = device_services.login_locks_clear(player_id=profile.pk, actor=cast(User, request.user))
+        except hotstate.RedisUnavailable:
+            self.message_user(request, "Redis is unreachable: the locks still stand. Try again.", messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"Login locks of {profile.user.username} cleared ({removed} counter(s) and lock(s) removed).",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(reverse("admin:players_playerprofile_overview", args=[profile.pk]))
 
     @admin.action(description="Restore the streak the last break reset (asks for a reason)", permissions=["restore"])
     def restore_streak(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:

@@ -97,6 +97,16 @@ DEVICE_ID_HEADER = OpenApiParameter(
     "it does not authenticate it.",
 )
 
+DEVICE_PROOF_HEADER = OpenApiParameter(
+    "X-Device-Proof",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    pattern=r"^dp_[A-Za-z0-9_-]{43,86}$",
+    description="The device_proof that the last login of this device returned. With it, this login is held only "
+    "to this device's own lockout counter; without it (or with a stale one) the login is a new device's.",
+)
+
 IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
     "Idempotency-Key",
     str,

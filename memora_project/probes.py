@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from devices.models import CacheOutbox
-from memora_project import hotstate
+from memora_project import clientip, hotstate
 from memora_project import metrics as memora_metrics
 from wallets import cache as wallet_cache
 from wallets.models import FlushRun, WalletOutbox
@@ -138,6 +138,15 @@ def status(request: HttpRequest) -> JsonResponse:
         "ok": database and (flush_age is None or flush_age < lag_bound),
         "value": flush_age,
     }
+    if info is not None and not settings.MEMORA_TRUSTED_PROXIES and clientip.proxy_flag_set():
+        checks["proxy"] = {
+            "ok": False,
+            "peer": clientip.proxy_flag_peer(),
+            "note": "a private or loopback peer sent X-Forwarded-For and MEMORA_TRUSTED_PROXIES is empty: "
+            "every client behind that proxy is rate-limited as one address",
+        }
+    else:
+        checks["proxy"] = {"ok": True}
     if database:
         try:
             _migrated()

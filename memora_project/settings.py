@@ -254,6 +254,14 @@ MEMORA_FLUSH_BARRIER_AFTER_CHUNK = env.int("MEMORA_FLUSH_BARRIER_AFTER_CHUNK", d
 MEMORA_RATE_LOGIN_FAILURES_USER_IP = (env.int("MEMORA_RATE_LOGIN_FAILURES_USER_IP", default=10), 15 * 60)
 MEMORA_LOGIN_LOCK_SECONDS = env.int("MEMORA_LOGIN_LOCK_SECONDS", default=15 * 60)
 MEMORA_RATE_LOGIN_FAILURES_USER = (env.int("MEMORA_RATE_LOGIN_FAILURES_USER", default=100), 3600)
+# A login that proves its device (device proof; the admin's staff device cookie) meets only this.
+MEMORA_RATE_LOGIN_FAILURES_USER_DEVICE = (env.int("MEMORA_RATE_LOGIN_FAILURES_USER_DEVICE", default=10), 15 * 60)
+# Requests refused 401 for unknown credentials, per address (/64): then 429 for those only.
+MEMORA_RATE_UNKNOWN_CREDENTIALS = (env.int("MEMORA_RATE_UNKNOWN_CREDENTIALS", default=300), 10 * 60)
+# Lesson completions per student per local day; past it 429 and nothing is written.
+MEMORA_LESSONS_PER_DAY = env.int("MEMORA_LESSONS_PER_DAY", default=500)
+# How long an admin browser is held only to its own login counter after signing in.
+MEMORA_STAFF_DEVICE_COOKIE_AGE = env.int("MEMORA_STAFF_DEVICE_COOKIE_AGE", default=30 * 24 * 3600)
 MEMORA_RATE_LOGIN_IP = (env.int("MEMORA_RATE_LOGIN_IP", default=600), 600)
 MEMORA_RATE_REGISTER_IP = (env.int("MEMORA_RATE_REGISTER_IP", default=20), 3600)
 MEMORA_RATE_LESSONS_PLAYER = (env.int("MEMORA_RATE_LESSONS_PLAYER", default=60), 60)

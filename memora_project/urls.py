@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from devices.adminlogin import admin_login
 from memora_project import probes
 
 
@@ -28,6 +29,8 @@ urlpatterns = [
     path("readyz", probes.readyz),
     path("status", probes.status),
     path("metrics", probes.metrics),
+    # Before the admin's own URLs: the same view, plus the staff device cookie (statement 11).
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
 ]
 

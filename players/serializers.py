@@ -31,6 +31,20 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON number with an integral value, nothing else: DRF's IntegerField would take "5" and
+    ``true`` (a bool is an int in Python)."""
+
+    default_error_messages = {"invalid": "Must be an integer."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        if isinstance(data, float) and not data.is_integer():
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
 class RegisterInput(serializers.Serializer):
     username = StrictCharField(max_length=32, validators=[USERNAME_VALIDATOR])
     password = StrictCharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})

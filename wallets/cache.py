@@ -52,6 +52,11 @@ def rate_key(pid: int) -> str:
     return f"{hotstate.player_prefix(pid)}rl:lesson:{pid}"
 
 
+def day_count_key(pid: int) -> str:
+    """Lesson completions on the student's current local day (hash: d = day, n = count)."""
+    return f"{hotstate.player_prefix(pid)}rl:lessonday:{pid}"
+
+
 def dirty_key(shard: int) -> str:
     return f"{hotstate.shard_prefix(shard)}dirty"
 
@@ -89,12 +94,15 @@ AWARD_ARGS = (
     "spare_ids",
     "actor",
     "identity",
+    "per_day",
+    "per_day_retry_ms",
 )
 
 # KEYS: 1 wallet, 2 lessons of the last activity day, 3 pending, 4 dirty set, 5 idempotency record,
-# 6 rate counter. One call: dedupe, the XP and streak rules, the wallet hash, the events (each with
-# the wallet after it, its generation and version, and its request's key and fingerprint digests),
-# the dirty set, the stored response. Mirrors wallets.rules.
+# 6 rate counter, 7 completions of the local day (`per_day`: 0 for no bound). One call: dedupe, the
+# XP and streak rules, the wallet hash, the events (each with the wallet after it, its generation
+# and version, and its request's key and fingerprint digests), the dirty set, the stored response.
+# Mirrors wallets.rules.
 AWARD_LUA = (
     lua_arguments(AWARD_ARGS)
     + """
@@ -118,6 +126,16 @@ if limit > 0 then
     ttl = tonumber(rate_window_ms)
   end
   if n > limit then return {'limited', tostring(ttl)} end
+end
+local per_day = tonumber(per_day)
+if per_day > 0 then
+  -- A day before the counted one (a westward time zone move) counts as the counted one.
+  local c = redis.call('HMGET', KEYS[7], 'd', 'n')
+  local cday, done = day, 0
+  if c[1] and c[1] >= day then cday, done = c[1], tonumber(c[2]) or 0 end
+  if done >= per_day then return {'limited', per_day_retry_ms} end
+  redis.call('HSET', KEYS[7], 'd', cday, 'n', done + 1)
+  redis.call('EXPIRE', KEYS[7], 172800)
 end
 local w = redis.call('HMGET', KEYS[1], 'xp', 'streak', 'longest', 'last', 'lastd', 'freezes', 'ver', 'xpd', 'brk',
                     'gen')
@@ -412,6 +430,7 @@ def award(*, pid: int, idem_digest: str, values: dict[str, Any]) -> list[Any]:
         dirty_key(hotstate.shard_of(pid)),
         idem_key(pid, idem_digest),
         rate_key(pid),
+        day_count_key(pid),
     ]
     return [_text(v) for v in hotstate.call(lambda r: _award(r, keys, args))]
 

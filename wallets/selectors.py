@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from wallets import cache
 from wallets.models import LedgerEvent
 
 MAX_PAGE = 100
+_CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,21 @@ class Cursor:
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
+        # Whatever a client crafts answers 400: only the alphabet we write, a UTC time in the range
+        # the database stores, and a UUID.
         try:
+            if not _CURSOR_RE.fullmatch(value):
+                raise ValueError("alphabet")
             padded = value + "=" * (-len(value) % 4)
             accepted, _, event_id = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
             at = dt.datetime.fromisoformat(accepted)
             if at.tzinfo is None:
                 raise ValueError("naive")
+            at = at.astimezone(dt.UTC)
+            if not 1970 <= at.year <= 9998:
+                raise ValueError("out of range")
             return cls(at, uuid.UUID(event_id))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, OverflowError) as exc:
             raise validation_error({"cursor": ["Invalid cursor."]}) from exc
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from players.serializers import StrictCharField, StrictIntegerField
+
 
 class WalletOutput(serializers.Serializer):
     xp_total = serializers.IntegerField()
@@ -15,7 +17,7 @@ class WalletOutput(serializers.Serializer):
 
 
 class LessonCompleteInput(serializers.Serializer):
-    score = serializers.IntegerField(min_value=0, max_value=100, required=False, allow_null=True)
+    score = StrictIntegerField(min_value=0, max_value=100, required=False, allow_null=True)
 
 
 class LessonCompleteOutput(serializers.Serializer):
@@ -26,9 +28,9 @@ class LessonCompleteOutput(serializers.Serializer):
 
 
 class ServiceAwardInput(serializers.Serializer):
-    player = serializers.IntegerField(min_value=1, max_value=2**53)
-    amount = serializers.IntegerField(min_value=1)
-    reason = serializers.CharField(max_length=200)
+    player = StrictIntegerField(min_value=1, max_value=2**53)
+    amount = StrictIntegerField(min_value=1)
+    reason = StrictCharField(max_length=200)
 
     def validate_amount(self, value: int) -> int:
         from django.conf import settings
@@ -64,7 +66,7 @@ class HistoryOutput(serializers.Serializer):
 
 
 class StreakRestoreInput(serializers.Serializer):
-    reason = serializers.CharField(max_length=200)
+    reason = StrictCharField(max_length=200)
 
 
 class StreakRestoreOutput(serializers.Serializer):

@@ -44,6 +44,8 @@ class AwardRequest:
     lesson_id: str | None = None
     reason: str | None = None
     rate_limit: tuple[int, int] | None = None
+    # (completions per local day, seconds until the local day ends): past it, 429, nothing written.
+    daily_limit: tuple[int, float] | None = None
     actor: str = ""
 
     @property
@@ -91,6 +93,7 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
     event_id = str(uuid.uuid4())
     digest = request.idem_digest
     limit, window = request.rate_limit or (0, 1)
+    daily_per_day, daily_retry = request.daily_limit or (0, 0.0)
     values = {
         "now": repr(now),
         "day": request.local_day.isoformat(),
@@ -113,6 +116,8 @@ def wallet_award(*, request: AwardRequest) -> AwardOutcome:
         "spare_ids": ",".join(str(uuid.uuid4()) for _ in range(settings.MEMORA_STREAK_FREEZE_MAX + 1)),
         "actor": request.actor,
         "identity": IDENTITY,
+        "per_day": daily_per_day,
+        "per_day_retry_ms": int(daily_retry * 1000),
     }
     try:
         if request.player_id in cache.stale_players:
@@ -280,6 +285,13 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
     replay = _replay_from_ledger(request)
     if replay is not None:
         return replay
+    if request.daily_limit and request.kind == EventKind.LESSON:
+        per_day, retry = request.daily_limit
+        done = LedgerEvent.objects.filter(
+            player_id=request.player_id, local_day=request.local_day, kind=EventKind.LESSON
+        ).count()
+        if done >= per_day:
+            raise rate_limited(retry, scope="lessons_per_day")
     today = request.local_day
     amount = request.base_amount
     before = rules.streak_shown(_streak_of(wallet), today)

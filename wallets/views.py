@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -51,8 +49,20 @@ class WalletViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="wallet_history",
         parameters=[
-            OpenApiParameter("cursor", str, OpenApiParameter.QUERY, required=False),
-            OpenApiParameter("page_size", int, OpenApiParameter.QUERY, required=False, description="1-100, default 50"),
+            OpenApiParameter(
+                "cursor",
+                {"type": "string", "maxLength": 200, "pattern": "^[A-Za-z0-9_-]*$"},
+                OpenApiParameter.QUERY,
+                required=False,
+                description="The opaque cursor of a previous page's next link.",
+            ),
+            OpenApiParameter(
+                "page_size",
+                {"type": "integer", "minimum": 1, "maximum": selectors.MAX_PAGE},
+                OpenApiParameter.QUERY,
+                required=False,
+                description="1-100, default 50",
+            ),
         ],
         responses={200: HistoryOutput, **error_responses(400, 401, 403, 503)},
         tags=["wallet"],
@@ -60,7 +70,10 @@ class WalletViewSet(viewsets.ViewSet):
     def history(self, request: Request) -> Response:
         student = current_student(request)
         raw_size = request.query_params.get("page_size", "50")
-        if not raw_size.isdigit() or not 1 <= int(raw_size) <= selectors.MAX_PAGE:
+        # ASCII digits only: "²".isdigit() is true and int() refuses it.
+        if not (raw_size.isascii() and raw_size.isdigit() and len(raw_size) <= 3) or not (
+            1 <= int(raw_size) <= selectors.MAX_PAGE
+        ):
             raise validation_error({"page_size": [f"An integer from 1 to {selectors.MAX_PAGE}."]})
         cursor = request.query_params.get("cursor") or None
         if cursor is not None and len(cursor) > 200:
@@ -85,22 +98,23 @@ class LessonViewSet(viewsets.ViewSet):
         key = idempotency.key_from_header(request.META.get("HTTP_IDEMPOTENCY_KEY"))
         if not rules.LESSON_ID_RE.fullmatch(lesson_id):
             raise validation_error({"lesson_id": ["1-64 characters: letters, digits, '_', '.', '-'."]})
-        body: Any = request.data or {}
-        if not isinstance(body, dict):
-            raise validation_error({"body": ["Expected a JSON object."]})
+        # An absent body is an empty object; false, 0, [] or null is not an object (400).
+        body = json_object(request)
         data = LessonCompleteInput(data=body)
         data.is_valid(raise_exception=True)
         score = data.validated_data.get("score")
         now = timezone.now()
+        tz_name = student.effective_timezone(now)
         scope = idempotency.scope(
             caller=f"p:{student.player_id}", endpoint="lesson_complete", player_id=student.player_id
         )
+        day_ends_in = (timezones.next_local_midnight(now, tz_name) - now).total_seconds()
         outcome = services.wallet_award(
             request=services.AwardRequest(
                 player_id=student.player_id,
                 kind=EventKind.LESSON,
                 base_amount=rules.lesson_base_xp(score),
-                local_day=timezones.local_day(now, student.effective_timezone(now)),
+                local_day=timezones.local_day(now, tz_name),
                 idem_scope=scope,
                 idem_key=key,
                 fingerprint=idempotency.fingerprint(
@@ -108,12 +122,16 @@ class LessonViewSet(viewsets.ViewSet):
                 ),
                 lesson_id=lesson_id,
                 rate_limit=settings.MEMORA_RATE_LESSONS_PLAYER,
+                daily_limit=(settings.MEMORA_LESSONS_PER_DAY, day_ends_in)
+                if settings.MEMORA_LESSONS_PER_DAY > 0
+                else None,
             )
         )
         return _respond(outcome)
 
 
 class ServiceAwardViewSet(viewsets.ViewSet):
+    service_only = True  # no device step: 401 not_authenticated without an Api-Key
     permission_classes = [HasServiceScope]
     required_scope = "award_xp"
 
@@ -151,6 +169,7 @@ class ServiceAwardViewSet(viewsets.ViewSet):
 
 
 class StreakRestoreViewSet(viewsets.ViewSet):
+    service_only = True  # no device step: 401 not_authenticated without an Api-Key
     permission_classes = [HasServiceScope]
     required_scope = "restore_streak"
 

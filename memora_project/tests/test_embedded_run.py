@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from memora_project.management.commands import seed_demo
 from memora_project.run import LOCAL_METRICS_TOKEN
@@ -167,6 +168,15 @@ def test_make_run_embedded_mode_serves_a_student_and_stops_every_process(tmp_pat
         assert f"http://127.0.0.1:{first.port}/api/docs/" in output
         assert f"{seed_demo.STUDENT_USERNAME} / {seed_demo.STUDENT_PASSWORD}" in output
         assert f"{seed_demo.SUPPORT_USERNAME} / {seed_demo.SUPPORT_PASSWORD}" in output
+        # The embedded Redis listens on loopback only and wants the password drawn at this start,
+        # which is neither printed nor on any command line.
+        found = re.search(r"embedded redis-server on 127\.0\.0\.1:(\d+)/0, loopback only", output)
+        assert found, output[-3000:]
+        with pytest.raises(redis.RedisError):
+            redis.Redis(host="127.0.0.1", port=int(found.group(1)), socket_timeout=2).ping()
+        redis_pids = [pid for pid, name in first.children.items() if name == "redis-server"]
+        cmdline = Path(f"/proc/{redis_pids[0]}/cmdline").read_bytes().decode(errors="replace")
+        assert "requirepass" not in cmdline and "127.0.0.1" in cmdline
 
         # A student's first minutes, over HTTP.
         username = f"smoke_{uuid.uuid4().hex[:8]}"

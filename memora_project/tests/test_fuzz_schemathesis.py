@@ -92,3 +92,64 @@ def credentials_for(student_factory: Callable[..., Any]) -> Callable[[Any], dict
 @pytest.mark.usefixtures("fuzz_settings")
 def test_api_answers_within_its_schema(case: Any, credentials_for: Callable[[Any], dict[str, str]]) -> None:
     case.call_and_validate(headers=credentials_for(case), checks=CHECKS)
+
+
+# --- explicit cases: what the hardening review found (issue 11) -----------------------------------
+# Each runs through the same checks as the generated cases (documented status, body and headers
+# within the schema) and must answer the status named here.
+
+LESSON = "/api/v1/lessons/{lesson_id}/complete/"
+HISTORY = "/api/v1/wallet/history/"
+AWARD = "/api/v1/wallet/xp/"
+RESTORE = "/api/v1/players/{player_id}/streak/restore/"
+CRAFTED_CURSOR = "MDAwMS0wMS0wMVQwMDowMDowMCsxNDowMHwwYjZjMWMzZS00ZjdhLTRkN2UtOWE1OS0zZjFmMGMyYTlkMTA"
+
+EXPLICIT = [
+    # (name, path, method, Case arguments, credentials, status)
+    *(
+        (f"lesson-body-{label}", LESSON, "POST", {"body": body}, "student", 400)
+        for label, body in (("false", False), ("zero", 0), ("list", []), ("null", None))
+    ),
+    ("page-size-superscript", HISTORY, "GET", {"query": {"page_size": "²"}}, "student", 400),
+    ("page-size-arabic-digit", HISTORY, "GET", {"query": {"page_size": "٣"}}, "student", 400),
+    ("crafted-cursor", HISTORY, "GET", {"query": {"cursor": CRAFTED_CURSOR}}, "student", 400),
+    ("award-reason-zero", AWARD, "POST", {"body": {"player": 1, "amount": 5, "reason": 0}}, "service", 400),
+    ("award-without-authorization", AWARD, "POST", {"body": {"player": 1, "amount": 5, "reason": "x"}}, None, 401),
+    ("restore-without-authorization", RESTORE, "POST", {"body": {"reason": "x"}}, None, 401),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "arguments", "caller", "expected"),
+    [pytest.param(*case[1:], id=case[0]) for case in EXPLICIT],
+)
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fuzz_settings")
+def test_explicit_hostile_inputs(
+    student_factory: Callable[..., Any],
+    path: str,
+    method: str,
+    arguments: dict[str, Any],
+    caller: str | None,
+    expected: int,
+) -> None:
+    operation = schema[path][method]
+    headers: dict[str, str] = {}
+    path_parameters: dict[str, Any] = {}
+    if caller == "student":
+        student = student_factory()
+        headers = {"Authorization": f"Bearer {student.token}", "X-Device-ID": student.device_id}
+    elif caller == "service":
+        _, raw = servicekeys.service_key_create(name="explicit", scopes=["award_xp"], actor=None)
+        headers = {"Authorization": f"Api-Key {raw}"}
+    if "{lesson_id}" in path:
+        path_parameters["lesson_id"] = "algebra-1"
+    if "{player_id}" in path:
+        path_parameters["player_id"] = 1
+    if method == "POST":
+        headers["Idempotency-Key"] = "explicit-1"
+    case = operation.Case(
+        path_parameters=path_parameters or None, headers=headers, media_type="application/json", **arguments
+    )
+    response = case.call_and_validate(checks=CHECKS)
+    assert response.status_code == expected, response.text

@@ -116,11 +116,12 @@ def test_cold_wallet_is_rebuilt_from_database_plus_pending(student, redis_namesp
 
 
 def test_student_cannot_use_the_service_endpoint(student):
+    # Only service keys may call it: a student's token is no credential there (DESIGN, order of checks).
     response = student.post(
         "/api/v1/wallet/xp/", {"player": student.player_id, "amount": 50, "reason": "x"}, HTTP_IDEMPOTENCY_KEY="s1"
     )
-    assert response.status_code == 403
-    assert response.json()["code"] == "permission_denied"
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
 
 
 def test_a_retry_while_the_first_request_runs_is_409_on_the_database_path(student, settings):

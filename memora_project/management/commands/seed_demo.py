@@ -1,10 +1,13 @@
 """``manage.py seed_demo``: the demo student and the demo support agent that `make run` prints.
 
-Idempotent: an account that already exists is left as it is (its password is not reset).
+Idempotent: an account that already exists is left as it is (its password is not reset). With
+``--random-passwords`` (what ``make run`` uses against a real database, on request) the accounts it
+creates get random passwords, printed once here and nowhere else.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -27,8 +30,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dry-run", action="store_true", help="Say what would be created; change nothing.")
+        parser.add_argument(
+            "--random-passwords",
+            action="store_true",
+            help="Give the accounts created random passwords (printed once) instead of the documented demo ones.",
+        )
 
-    def handle(self, *args: Any, dry_run: bool = False, **options: Any) -> None:
+    def handle(self, *args: Any, dry_run: bool = False, random_passwords: bool = False, **options: Any) -> None:
+        student_password = secrets.token_urlsafe(12) if random_passwords else STUDENT_PASSWORD
+        support_password = secrets.token_urlsafe(12) if random_passwords else SUPPORT_PASSWORD
         users = get_user_model().objects
         student_exists = users.filter(username__iexact=STUDENT_USERNAME).exists()
         support_exists = users.filter(username__iexact=SUPPORT_USERNAME).exists()
@@ -42,26 +52,29 @@ class Command(BaseCommand):
             try:
                 # The same path as POST /auth/register/, so the demo student is an ordinary one.
                 player_services.player_register(
-                    username=STUDENT_USERNAME, password=STUDENT_PASSWORD, display_name="Demo Student", tz_name=None
+                    username=STUDENT_USERNAME, password=student_password, display_name="Demo Student", tz_name=None
                 )
             except ApiError as exc:  # e.g. MEMORA_REGISTRATION_OPEN is off
                 student_note = f"not created: {exc.detail}"
         support_note = "already present, password unchanged" if support_exists else "created"
-        self._ensure_support_agent(create=not support_exists)
+        self._ensure_support_agent(create=not support_exists, password=support_password)
 
-        self.stdout.write(f"Demo student:       {STUDENT_USERNAME} / {STUDENT_PASSWORD}  ({student_note})")
+        # An account that was already there keeps its password, which is not ours to print.
+        shown_student = "(password unchanged)" if student_exists else student_password
+        shown_support = "(password unchanged)" if support_exists else support_password
+        self.stdout.write(f"Demo student:       {STUDENT_USERNAME} / {shown_student}  ({student_note})")
         self.stdout.write(
-            f"Demo support agent: {SUPPORT_USERNAME} / {SUPPORT_PASSWORD}  ({support_note}; signs in at /admin/)"
+            f"Demo support agent: {SUPPORT_USERNAME} / {shown_support}  ({support_note}; signs in at /admin/)"
         )
 
     @transaction.atomic
-    def _ensure_support_agent(self, *, create: bool) -> None:
+    def _ensure_support_agent(self, *, create: bool, password: str) -> None:
         # The Support group and its permissions come from a devices migration; get_or_create only
         # covers a database migrated before that migration existed, and never touches permissions.
         group, _ = Group.objects.get_or_create(name=SUPPORT_GROUP)
         users = get_user_model().objects
         if create:
-            agent = users.create_user(username=SUPPORT_USERNAME, password=SUPPORT_PASSWORD, is_staff=True)
+            agent = users.create_user(username=SUPPORT_USERNAME, password=password, is_staff=True)
         else:
             agent = users.get(username__iexact=SUPPORT_USERNAME)
         agent.groups.add(group)

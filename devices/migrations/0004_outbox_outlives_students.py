@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('devices', '0002_support_group'),
+        ('devices', '0003_device_proof_and_login_scopes'),
         ('players', '0001_initial'),
     ]
 
