@@ -130,6 +130,20 @@ def remember_unknown(*, player_id: int, token_digest: str) -> None:
     hotstate.call(lambda r: r.set(unknown_key(player_id, token_digest), IDENTITY, ex=UNKNOWN_TTL))
 
 
+def forget_many(player_ids: list[int]) -> None:
+    """Drop the students' copies (one pipeline): they are rebuilt from the database on next use.
+    Raises RedisUnavailable."""
+
+    def run(r: redis.Redis) -> None:
+        pipe = r.pipeline(transaction=False)
+        for pid in player_ids:
+            pipe.delete(auth_key(pid))
+        pipe.execute()
+
+    if player_ids:
+        hotstate.call(run)
+
+
 def forget(*, player_id: int) -> None:
     """Drop the student's copy (the student was deleted); raises RedisUnavailable."""
     hotstate.call(lambda r: r.delete(auth_key(player_id)))

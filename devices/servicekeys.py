@@ -20,6 +20,7 @@ from devices import tokens
 from devices.models import ServiceApiKey
 from memora_project import hotstate, ratelimit
 from memora_project.errors import rate_limited
+from memora_project.redisconn import IDENTITY
 from players.principals import ServicePrincipal
 
 CACHE_TTL = 300
@@ -30,11 +31,17 @@ NEGATIVE_TTL = 60
 TOMBSTONE_TTL = 7 * 24 * 3600
 _UNKNOWN = "-"
 
-# KEYS: cached key, rate counter, tombstone. ARGV: window ms.
+# KEYS: cached key, rate counter, tombstone. ARGV: window ms, the server's identity.
 # Returns {'revoked'} | {'unknown'} | {'hit', cached, count, ttl_ms} | {'miss', count, ttl_ms}.
+# A cached value is "<identity>|<value>": one written under another server identity (Redis went
+# back in time, and may have lost a tombstone) is a miss, so the database answers.
 LOOKUP_LUA = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'revoked'} end
 local v = redis.call('GET', KEYS[1])
+if v then
+  local sep = string.find(v, '|', 1, true)
+  if sep and string.sub(v, 1, sep - 1) == ARGV[2] then v = string.sub(v, sep + 1) else v = false end
+end
 if v == '-' then return {'unknown'} end
 local n = redis.call('INCR', KEYS[2])
 local ttl = redis.call('PTTL', KEYS[2])
@@ -45,11 +52,12 @@ end
 if v then return {'hit', v, n, ttl} end
 return {'miss', n, ttl}
 """
-# KEYS: cached key, tombstone. ARGV: value, ttl s. The only way the cache is filled: never over a
-# tombstone, so a fill that read the database before a revocation committed writes nothing.
+# KEYS: cached key, tombstone. ARGV: value, ttl s, the server's identity (the stamp). The only way
+# the cache is filled: never over a tombstone, so a fill that read the database before a
+# revocation committed writes nothing.
 FILL_LUA = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[3] .. '|' .. ARGV[1], 'EX', ARGV[2])
 return 1
 """
 # KEYS: cached key, tombstone. ARGV: tombstone ttl s.
@@ -147,7 +155,7 @@ def _remember_locally_unknown(digest: str) -> None:
 
 def _fill_cache(digest: str, value: str, ttl: int) -> None:
     with contextlib.suppress(hotstate.RedisUnavailable):
-        hotstate.call(lambda r: _fill(r, [_cache_key(digest), _tomb_key(digest)], [value, ttl]))
+        hotstate.call(lambda r: _fill(r, [_cache_key(digest), _tomb_key(digest)], [value, ttl, IDENTITY]))
 
 
 def service_key_verify(*, raw: str) -> ServicePrincipal | None:
@@ -157,7 +165,7 @@ def service_key_verify(*, raw: str) -> ServicePrincipal | None:
     limit, window = settings.MEMORA_RATE_SERVICE_KEY
     try:
         result = hotstate.call(
-            lambda r: _lookup(r, [_cache_key(digest), _rate_key(digest), _tomb_key(digest)], [window * 1000])
+            lambda r: _lookup(r, [_cache_key(digest), _rate_key(digest), _tomb_key(digest)], [window * 1000, IDENTITY])
         )
     except hotstate.RedisUnavailable:
         if _locally_unknown(digest):

@@ -14,13 +14,37 @@ import threading
 from django.conf import settings
 from django.db import close_old_connections, connections
 
+from devices import cache as device_cache
 from devices import services as device_services
 from devices.models import CacheOutbox
 from memora_project import hotstate
+from wallets import cache as wallet_cache
 from wallets import services as wallet_services
 from wallets.models import WalletOutbox
 
 logger = logging.getLogger(__name__)
+
+
+def invalidate_outbox_copies(*, batch: int = 5000) -> int:
+    """Delete the Redis copy of every student in the outbox (no per-student database read), so a
+    long outbox never leaves a stale copy trusted while the rebuilds catch up; the number dropped.
+    Raises RedisUnavailable."""
+    dropped = 0
+    for model, forget in ((CacheOutbox, device_cache.forget_many), (WalletOutbox, wallet_cache.forget_many)):
+        last = 0
+        while True:
+            pids = list(
+                model.objects.filter(player_id__gt=last)
+                .order_by("player_id")
+                .values_list("player_id", flat=True)
+                .distinct()[:batch]
+            )
+            if not pids:
+                break
+            forget(pids)
+            dropped += len(pids)
+            last = pids[-1]
+    return dropped
 
 
 def reconcile_outbox(*, limit: int = 500) -> int:
@@ -75,6 +99,9 @@ def _recover_now() -> None:
         return
     _recovering.active = True
     try:
+        # First every copy the outbox names is dropped (whatever the backlog), then the rebuilds
+        # start; the thread carries on past this round's limit.
+        invalidate_outbox_copies()
         reconcile_outbox()
     finally:
         _recovering.active = False

@@ -443,6 +443,20 @@ def read_wallet(pid: int) -> dict[str, str] | None:
     return {name: _text(v) or "" for name, v in zip(WALLET_FIELDS, values, strict=True)}
 
 
+def forget_many(player_ids: list[int]) -> None:
+    """Drop the students' wallet hashes (one pipeline; their pending events stay): each is rebuilt
+    from the database and those events on next use. Raises RedisUnavailable."""
+
+    def run(r: redis.Redis) -> None:
+        pipe = r.pipeline(transaction=False)
+        for pid in player_ids:
+            pipe.delete(wallet_key(pid))
+        pipe.execute()
+
+    if player_ids:
+        hotstate.call(run)
+
+
 def read_unflushed(pid: int) -> tuple[str | None, list[dict[str, Any]]]:
     """The wallet's version and every event still in Redis (pending and in flight), one round trip."""
 

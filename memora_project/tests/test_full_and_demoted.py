@@ -26,7 +26,7 @@ from devices import tokens
 from memora_project import hotstate, reconciler
 from memora_project.tests.redisproc import RedisProcess, free_port
 from wallets import cache as wallet_cache
-from wallets import services as wallet_services
+from wallets import flush as wallet_flush
 from wallets.models import LedgerEvent, PlayerWallet
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -171,7 +171,7 @@ def degraded_then_back(
     assert ended.json()["reason"] == "logout"
     traffic("readyz", api.get("/readyz"), 200)
 
-    wallet_services.wallet_flush()  # whatever Redis refuses, the flush does not crash
+    wallet_flush.wallet_flush()  # whatever Redis refuses, the flush does not crash
     browse(traffic, [anna, tablet])
 
     restore()
@@ -186,8 +186,8 @@ def degraded_then_back(
     traffic("lesson", lesson(anna, "after", "anna-after"), 201)
     assert traffic("wallet", anna.get(WALLET), 200).json()["xp_total"] == 45
 
-    wallet_services.wallet_flush()
-    wallet_services.wallet_flush()
+    wallet_flush.wallet_flush()
+    wallet_flush.wallet_flush()
     assert ledger_lessons(anna.player_id) == ["after", "before", "during"]
     assert ledger_lessons(tablet.player_id) == ["tablet"]
     assert PlayerWallet.objects.get(player_id=anna.player_id).xp_total == 45
@@ -298,22 +298,19 @@ def test_a_full_redis_still_drains_an_abandoned_claim(student_factory, admin):
     anna = student_factory()
     assert lesson(anna, "first", "k-first").status_code == 201
     pid = anna.player_id or 0
-    now = time.time()
-    dead = wallet_cache.claim(
-        claim_id=uuid.uuid4().hex, now=now, lease_until=now - 1, by_shard={hotstate.shard_of(pid): [pid]}
-    )
+    dead = wallet_cache.claim(claim_id=uuid.uuid4().hex, lease_seconds=-1, by_shard={hotstate.shard_of(pid): [pid]})
     assert list(dead) == [pid]  # held by a flusher whose lease has run out
     assert lesson(anna, "second", "k-second").status_code == 201
     fill(admin)
 
-    summary = wallet_services.wallet_flush()
+    summary = wallet_flush.wallet_flush()
     assert not summary.redis_unavailable
     assert ledger_lessons(pid) == ["first", "second"]
     assert admin.exists(wallet_cache.inflight_key(pid), wallet_cache.pending_key(pid)) == 0
     assert anna.get(WALLET).json()["xp_total"] == 30
 
     unfill(admin)
-    wallet_services.wallet_flush()
+    wallet_flush.wallet_flush()
     assert ledger_lessons(pid) == ["first", "second"]
     assert PlayerWallet.objects.get(player_id=pid).xp_total == 30
     call_command("verify_wallets")
@@ -324,12 +321,12 @@ def test_a_demoted_redis_leaves_the_flush_for_the_next_run(student_factory, admi
     assert lesson(anna, "first", "k-first").status_code == 201
     pid = anna.player_id or 0
     demote(admin, serve_stale=True)
-    summary = wallet_services.wallet_flush()
+    summary = wallet_flush.wallet_flush()
     assert summary.redis_unavailable
     assert ledger_lessons(pid) == []
     promote(admin)
     hotstate.breaker.reset()
-    wallet_services.wallet_flush()
-    wallet_services.wallet_flush()
+    wallet_flush.wallet_flush()
+    wallet_flush.wallet_flush()
     assert ledger_lessons(pid) == ["first"]
     call_command("verify_wallets")

@@ -16,6 +16,7 @@ import pytest
 from django.core.management import call_command
 from django.db.models import Sum
 
+from devices import cache as device_cache
 from devices import services as device_services
 from devices.models import AuthorizedDevice
 from memora_project.tests.redisproc import RedisProcess
@@ -135,3 +136,66 @@ def test_failover_to_a_replica_that_lagged(student_factory, tmp_path, point_redi
     finally:
         master.stop()
         replica.stop()
+
+
+def test_recovery_drops_every_outbox_copy_before_any_rebuild(student_factory, tmp_path, point_redis):  # noqa: F811
+    """A partition (the same Redis, unreachable): no identity changes, so the outbox must cover
+    it. Every copy it names is dropped first, whatever the backlog, then rebuilt at leisure."""
+    from memora_project import reconciler
+    from memora_project.tests.redisproc import free_port
+
+    server = RedisProcess(tmp_path / "redis", aof=True, fsync="always")
+    server.start()
+    point_redis(server.url)
+    try:
+        students = [student_factory() for _ in range(3)]
+        for s in students:
+            assert s.get("/api/v1/session/").status_code == 200
+        point_redis(f"redis://127.0.0.1:{free_port()}/0")  # the partition
+        for s in students:
+            device_services.session_end_all(player_id=s.player_id, reason="ended_by_support")
+        point_redis(server.url)
+        # Another process knows nothing of the failed writes: to it the copies still say "live".
+        device_cache.stale_players.clear()
+        assert students[0].get("/api/v1/session/").status_code == 200
+        # Dropping them is enough, before any rebuild:
+        assert reconciler.invalidate_outbox_copies(batch=2) == 3
+        for s in students:
+            refused = s.get("/api/v1/session/")
+            assert (refused.status_code, refused.json()["code"]) == (401, "session_ended")
+    finally:
+        server.stop()
+
+
+def test_a_revoked_service_key_stays_revoked_after_a_rollback(student_factory, api, tmp_path, point_redis):  # noqa: F811
+    from devices import servicekeys
+
+    server = RedisProcess(tmp_path / "redis", aof=True, fsync="always")
+    server.start()
+    point_redis(server.url)
+    copy = tmp_path / "copy"
+    try:
+        student = student_factory()
+        key, raw = servicekeys.service_key_create(name="grader", scopes=["award_xp"], actor=None)
+
+        def grant(n: int) -> Any:
+            return api.post(
+                "/api/v1/wallet/xp/",
+                {"player": student.player_id, "amount": 5, "reason": "quiz"},
+                format="json",
+                HTTP_AUTHORIZATION=f"Api-Key {raw}",
+                HTTP_IDEMPOTENCY_KEY=f"grant-{n}",
+            )
+
+        assert grant(1).status_code == 201  # the key is cached now
+        shutil.copytree(server.directory, copy, ignore=shutil.ignore_patterns("*.log"))
+        servicekeys.service_key_revoke(key_pk=key.pk)
+        assert grant(2).status_code == 401
+        server.kill()
+        shutil.rmtree(server.directory)
+        shutil.copytree(copy, server.directory)
+        server.start()  # the cached key is back, its tombstone gone
+        for n in range(3, 6):
+            assert grant(n).status_code == 401
+    finally:
+        server.stop()
