@@ -12,7 +12,7 @@ Per case ``<students>x<awards>``:
    multi-row INSERT of the ledger rows (2,000 rows a statement, as the flush batches) and one
    ``INSERT ... ON DUPLICATE KEY UPDATE`` of the chunk's wallets, one transaction per 500 students.
    Then the ledger is emptied again.
-3. The flush: ``wallets.services.wallet_flush()`` in a fresh child process (its peak RSS is the
+3. The flush: ``wallets.flush.wallet_flush()`` in a fresh child process (its peak RSS is the
    flush's), with MariaDB's counters read around it: the child connection's own ``SHOW SESSION
    STATUS`` (exact: Com_*, Handler_*) and ``SHOW GLOBAL STATUS`` (Innodb_rows_*: global, so other
    load on the server counts too; the report shows how busy the server was without us). Then the
@@ -152,17 +152,17 @@ def _ledger_fields() -> list[Any]:
 
 def ledger_rows(pid: int, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """The parameters of the rows the flush writes for these events: its own decoding
-    (``wallets.services._decode``), so the floor writes exactly the flush's rows (not timed)."""
+    (``wallets.events.PendingEvent``), so the floor writes exactly the flush's rows (not timed)."""
     import json
 
     from django.db import connection
     from django.utils import timezone
 
-    from wallets.services import _decode, _sql_datetime
+    from wallets.events import PendingEvent, sql_datetime
 
     native = bool(connection.features.has_native_uuid_field)
-    now = _sql_datetime(timezone.now())
-    return [_decode(pid, json.dumps(e), native_uuid=native, now=now).row for e in events]
+    now = sql_datetime(timezone.now())
+    return [PendingEvent.from_redis(pid, json.dumps(e)).row(native_uuid=native, flushed_at=now) for e in events]
 
 
 WALLET_FROM_EVENT = {
@@ -322,7 +322,7 @@ def child_flush() -> None:
     common.setup()
     from django.db import connection
 
-    from wallets.services import wallet_flush
+    from wallets.flush import wallet_flush
 
     connection.ensure_connection()
     rss0 = _vm_kib("VmRSS")
@@ -345,7 +345,7 @@ def child_flush() -> None:
                 "events": summary.events,
                 "statements_reported": summary.statements,
                 "chunks": summary.chunks,
-                "set_aside": summary.set_aside,
+                "dead_lettered": summary.dead_lettered,
                 "duplicates": summary.duplicates,
                 "rss_before_mib": rss0 / 1024,
                 "peak_rss_mib": rss1 / 1024,

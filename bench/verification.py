@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from devices import cache, selectors, tokens, verification
     from devices.models import AuthorizedDevice
     from memora_project import hotstate
+    from memora_project.redisconn import IDENTITY
     from players.models import PlayerProfile
 
     common.log(f"verification: seeding {args.students} live sessions through session_login")
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             (
                 cache.auth_key(parsed.player_id),
                 cache.seen_key(hotstate.shard_of(parsed.player_id)),
+                cache.unknown_key(parsed.player_id, parsed.digest),
                 parsed.digest,
                 device,
                 parsed.player_id,
@@ -140,8 +142,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     idle, interval = settings.MEMORA_SESSION_IDLE_TIMEOUT, settings.MEMORA_LAST_SEEN_WRITE_INTERVAL
 
     def check_lua(i: int) -> None:
-        key, seen, digest, device, pid = lua_calls[i]
-        client.evalsha(check_sha, 2, key, seen, digest, device, repr(time.time()), idle, interval, pid)
+        key, seen, unknown, digest, device, pid = lua_calls[i]
+        client.evalsha(
+            check_sha, 3, key, seen, unknown, digest, device, repr(time.time()), idle, interval, pid, IDENTITY
+        )
 
     # Warm every path (the Lua script loaded, the connections open), then count, then time.
     for i in range(len(bearer)):
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             device = common.device_for(pid)
             fields = {**template, "cur": tokens.digest(token), "sid": str(900_000_000 + j), "dev": device}
             fields["devs"] = device
-            write(keys=[cache.auth_key(pid)], args=[generation, ttl, json.dumps(fields)], client=pipe)
+            write(keys=[cache.auth_key(pid)], args=[generation, ttl, json.dumps(fields), IDENTITY], client=pipe)
             big.append((f"Bearer {token}", device))
             if len(pipe) >= 2000:
                 pipe.execute()
