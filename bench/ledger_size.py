@@ -1,0 +1,121 @@
+"""The ledger's size per event: data + indexes from information_schema after ANALYZE (no OPTIMIZE).
+
+Rows as the flush writes them (``wallets.events.PendingEvent.row``, the same columns and values),
+for ``--students`` students × ``--events`` events each, inserted in the order awards arrive (round
+robin over the students, as the flush writes one chunk after another), into the benchmarks' own
+database; the table is emptied first and after.
+
+    DJANGO_SETTINGS_MODULE=bench.settings python -m bench.ledger_size [--students 50000 --events 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import random
+import sys
+import time
+import uuid
+from typing import Any
+
+from bench import common
+
+
+def _event(pid: int, n: int, day: dt.date, at: float, rng: random.Random) -> dict[str, Any]:
+    digest = hashlib.sha256(f"{pid}:{n}".encode()).hexdigest()[:32]
+    return {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "kind": "lesson",
+        "amount": 10,
+        "lesson_id": f"lesson-{n % 40}",
+        "reason": "",
+        "local_day": day.isoformat(),
+        "accepted_at": f"{at:.6f}",
+        "gen": 1,
+        "version": n + 1,
+        "xp_total_after": 10 * (n + 1),
+        "xp_day_after": 10 * (n % 20 + 1),
+        "capped": False,
+        "streak_after": 3,
+        "longest_after": 9,
+        "last_day_after": day.isoformat(),
+        "freezes_after": 1,
+        "break_after": 0,
+        "idem": digest,
+        "fp": hashlib.md5(digest.encode(), usedforsecurity=False).hexdigest(),
+        "req": "",
+        "actor": "",
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--students", type=int, default=50_000)
+    parser.add_argument("--events", type=int, default=20)
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    common.setup()
+    common.ensure_database()
+    from django.db import connection
+    from django.utils import timezone
+
+    from wallets.events import LEDGER_COLUMNS, PendingEvent, sql_datetime
+    from wallets.models import LedgerEvent
+
+    pids = common.ensure_students(args.students)
+    table = LedgerEvent._meta.db_table
+    rng = random.Random(7)
+    now = sql_datetime(timezone.now())
+    columns = ", ".join(connection.ops.quote_name(c) for c in LEDGER_COLUMNS)
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))})"  # noqa: S608
+    day = dt.date(2026, 11, 30)
+    t0 = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+        raw: Any = cursor.cursor.cursor  # type: ignore[attr-defined]
+        raw.max_stmt_length = 8 * 1024 * 1024
+        batch: list[tuple[Any, ...]] = []
+        at = time.time() - 86400
+        for n in range(args.events):
+            for pid in pids:
+                at += 0.0001
+                event = PendingEvent.from_redis(pid, json.dumps(_event(pid, n, day, at, rng)))
+                batch.append(event.row(native_uuid=True, flushed_at=now))
+                if len(batch) >= 2000:
+                    cursor.executemany(sql, batch)
+                    batch.clear()
+        if batch:
+            cursor.executemany(sql, batch)
+        insert_seconds = time.perf_counter() - t0
+        cursor.execute(f"ANALYZE TABLE {table}")  # noqa: S608
+        cursor.fetchall()
+        cursor.execute(
+            "SELECT table_rows, data_length, index_length FROM information_schema.tables "
+            "WHERE table_schema = DATABASE() AND table_name = %s",
+            [table],
+        )
+        _rows_estimate, data, index = cursor.fetchone()
+        cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
+        (rows,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT index_name, stat_value * @@innodb_page_size FROM mysql.innodb_index_stats "
+            "WHERE database_name = DATABASE() AND table_name = %s AND stat_name = 'size'",
+            [table],
+        )
+        per_index = {name: int(size) for name, size in cursor.fetchall()}
+        cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+    result = {
+        "rows": rows,
+        "data_bytes": int(data),
+        "index_bytes": int(index),
+        "bytes_per_event": round((int(data) + int(index)) / rows, 1),
+        "per_index_bytes_per_event": {k: round(v / rows, 1) for k, v in per_index.items()},
+        "insert_seconds": round(insert_seconds, 1),
+    }
+    common.log(f"ledger size: {json.dumps(result)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
