@@ -86,6 +86,7 @@ class StudentOverviewAdmin(StudentAdmin):
             .order_by("-started_at")[:20],
             "audit": DeviceAuditEntry.objects.filter(player_id=player_id).select_related("device", "actor")[:50],
             "restores": restores,
+            "dead_letters": wallet_selectors.dead_letter_list_open(player_ids=[player_id], limit=50),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/memora/student_overview.html", context)
