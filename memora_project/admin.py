@@ -98,6 +98,7 @@ class StudentOverviewAdmin(StudentAdmin):
             "restores": restores,
             "login_lock_seconds": self._lock_seconds(profile),
             "can_clear_locks": request.user.has_perm(SUPPORT_ACTION_PERMISSION),
+            "dead_letters": wallet_selectors.dead_letter_list_open(player_ids=[player_id], limit=50),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/memora/student_overview.html", context)

@@ -20,6 +20,7 @@ from devices.models import CacheOutbox
 from memora_project import clientip, hotstate
 from memora_project import metrics as memora_metrics
 from wallets import cache as wallet_cache
+from wallets import selectors as wallet_selectors
 from wallets.models import FlushRun, WalletOutbox
 
 _migrations_ok = False
@@ -118,6 +119,9 @@ def status(request: HttpRequest) -> JsonResponse:
         checks["outbox"] = {"ok": outbox == 0, "students": outbox}
     else:
         checks["outbox"] = {"ok": False, "students": None}
+    # Accepted events the database refused: support retries or discards each one.
+    letters = wallet_selectors.dead_letter_open_count() if database else None
+    checks["dead_letters"] = {"ok": letters == 0, "count": letters}
     # The write-behind: events at risk if Redis died now, and how far the flush lags.
     lag_bound = 15 * 60
     now = time.time()
@@ -186,6 +190,12 @@ class ScrapeTimeCollector:
                 + WalletOutbox.objects.values("player_id").distinct().count(),
             )
         yield outbox
+        letters = GaugeMetricFamily(
+            "memora_dead_letters_open", "Accepted events the database refused, not yet retried or discarded."
+        )
+        with contextlib.suppress(DatabaseError):
+            letters.add_metric([], wallet_selectors.dead_letter_open_count())
+        yield letters
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -43,6 +43,28 @@ def _legacy_digests(e: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
     return idem, _digest(e.get("fingerprint"))
 
 
+# What the cold rebuild reads of an event that counts as accepted (pending or dead-lettered).
+_COUNTED_FIELDS = frozenset(
+    ("event_id", "kind", "amount", "version", "local_day", "streak_after", "longest_after", "last_day_after")
+)
+
+
+def counted_event(raw: bytes | str) -> dict[str, Any] | None:
+    """A dead letter's event as the cold rebuild counts it, or None when the payload is not even
+    that (broken JSON, no id or amount): such a letter has no XP to show, and must not stop the
+    student's rebuild. Looser than :meth:`PendingEvent.from_redis`: an event the ledger refuses
+    (a reason too long) still counts until it is retried or discarded."""
+    try:
+        e = json.loads(raw)
+        if not isinstance(e, dict) or not e.keys() >= _COUNTED_FIELDS:
+            return None
+        uuid.UUID(str(e["event_id"]))
+        int(e["amount"]), int(e["version"]), int(e.get("gen") or 0)
+    except (ValueError, TypeError):
+        return None
+    return e
+
+
 @dataclass(frozen=True)
 class PendingEvent:
     event_id: uuid.UUID

@@ -190,6 +190,8 @@ class DeadLetter(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.CharField(max_length=16, blank=True, default="")  # "retried" or "discarded"
     resolved_by = models.CharField(max_length=160, blank=True, default="")
+    # Why it was discarded (support's words), or what a retry found (already in the ledger).
+    resolution_reason = models.TextField(blank=True, default="")
 
     class Meta:
         verbose_name = "dead letter"

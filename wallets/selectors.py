@@ -1,4 +1,5 @@
-"""Reads of the rewards half: the history across flushed, pending and in-flight events."""
+"""Reads of the rewards half: the history across flushed, pending and in-flight events; the open
+dead letters."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Q
+from django.utils import timezone
 
 from memora_project import hotstate
 from memora_project.errors import validation_error
 from wallets import cache
-from wallets.models import LedgerEvent
+from wallets.events import counted_event
+from wallets.models import DeadLetter, LedgerEvent
 
 MAX_PAGE = 100
 _CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
@@ -125,3 +128,44 @@ def wallet_history(*, player_id: int, cursor: str | None, limit: int) -> tuple[l
         last = page[-1]
         next_cursor = Cursor(last["accepted_at"], uuid.UUID(last["event_id"])).encode()
     return page, next_cursor
+
+
+@dataclass(frozen=True)
+class OpenDeadLetter:
+    id: int
+    player_id: int
+    event_id: uuid.UUID
+    # None when the payload cannot be read (broken JSON).
+    kind: str | None
+    amount: int | None
+    error: str
+    created_at: dt.datetime
+    age_s: int
+
+
+def dead_letter_list_open(*, player_ids: list[int] | None = None, limit: int | None = None) -> list[OpenDeadLetter]:
+    """Dead letters not yet retried or discarded, oldest first."""
+    rows = DeadLetter.objects.filter(resolved_at__isnull=True).order_by("created_at", "id")
+    if player_ids:
+        rows = rows.filter(player_id__in=player_ids)
+    now = timezone.now()
+    found = []
+    for letter in rows[:limit] if limit else rows:
+        event = counted_event(letter.payload)
+        found.append(
+            OpenDeadLetter(
+                id=letter.pk,
+                player_id=letter.player_id,
+                event_id=letter.event_id,
+                kind=str(event["kind"]) if event else None,
+                amount=int(event["amount"]) if event else None,
+                error=letter.error,
+                created_at=letter.created_at,
+                age_s=max(round((now - letter.created_at).total_seconds()), 0),
+            )
+        )
+    return found
+
+
+def dead_letter_open_count() -> int:
+    return DeadLetter.objects.filter(resolved_at__isnull=True).count()

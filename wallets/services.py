@@ -27,6 +27,7 @@ from memora_project.redisconn import IDENTITY
 from players import timezones
 from players.models import PlayerProfile
 from wallets import cache, idempotency, rules
+from wallets.events import counted_event
 from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet, WalletOutbox
 
 logger = logging.getLogger(__name__)
@@ -473,10 +474,8 @@ class _RebuildState:
 def _rebuild_state(
     *, player_id: int, profile: PlayerProfile, wallet: PlayerWallet, unflushed: list[dict[str, Any]]
 ) -> _RebuildState:
-    dead = [
-        json.loads(d.payload)
-        for d in DeadLetter.objects.filter(player_id=player_id, resolved_at__isnull=True).only("payload")
-    ]
+    letters = DeadLetter.objects.filter(player_id=player_id, resolved_at__isnull=True).values_list("payload", flat=True)
+    dead = [e for e in map(counted_event, letters) if e is not None]
     candidates = {e["event_id"]: e for e in [*unflushed, *dead]}
     flushed_ids = {
         str(e)
@@ -484,6 +483,10 @@ def _rebuild_state(
             "event_id", flat=True
         )
     }
+    if unflushed:
+        # A discarded event that Redis still holds (handed back by a rollback) counts no more.
+        discarded = DeadLetter.objects.filter(event_id__in=[uuid.UUID(e["event_id"]) for e in unflushed])
+        flushed_ids |= {str(e) for e in discarded.filter(resolution="discarded").values_list("event_id", flat=True)}
     pending = [e for i, e in candidates.items() if i not in flushed_ids]
     now = timezone.now()
     today = local_day_for(profile=profile, at=now)
