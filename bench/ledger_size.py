@@ -1,7 +1,7 @@
 """The ledger's size per event: data + indexes from information_schema after ANALYZE (no OPTIMIZE).
 
 Rows as the flush writes them (``wallets.events.PendingEvent.row``, the same columns and values),
-for ``--students`` students × ``--events`` events each, inserted in the order awards arrive (round
+for ``--students`` students x ``--events`` events each, inserted in the order awards arrive (round
 robin over the students, as the flush writes one chunk after another), into the benchmarks' own
 database; the table is emptied first and after.
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if batch:
             cursor.executemany(sql, batch)
         insert_seconds = time.perf_counter() - t0
-        cursor.execute(f"ANALYZE TABLE {table}")  # noqa: S608
+        cursor.execute(f"ANALYZE TABLE {table}")
         cursor.fetchall()
         cursor.execute(
             "SELECT table_rows, data_length, index_length FROM information_schema.tables "
