@@ -38,75 +38,10 @@ def seen_key(shard: int) -> str:
     return f"{hotstate.shard_prefix(shard)}seen"
 
 
-# KEYS: auth hash, seen set, unknown-digest marker. ARGV: digest, device_id, now, idle timeout,
-# last-seen write interval, player id, the server's identity. Order of the design: session state
-# (ended > expired) before the device binding. A copy (or an unknown-token marker) stamped by
-# another server identity is suspect (Redis may have gone back in time and brought back an ended
-# session): the database answers and the copy is rebuilt.
-CHECK_LUA = """
-local h = KEYS[1]
-local st = redis.call('HGET', h, 'st')
-if not st then
-  if redis.call('GET', KEYS[3]) == ARGV[7] then return {'unknown'} end
-  return {'miss'}
-end
-if st ~= ARGV[7] then return {'miss'} end
-local cur = redis.call('HGET', h, 'cur')
-if cur == ARGV[1] then
-  local f = redis.call('HMGET', h, 'dev', 'expires', 'seen', 'seenw', 'sid', 'started',
-                       'dname', 'plat', 'tz', 'tzp', 'tze', 'uid')
-  local now = tonumber(ARGV[3])
-  if now >= tonumber(f[2]) then return {'expired', 'lifetime'} end
-  if now - tonumber(f[3]) >= tonumber(ARGV[4]) then return {'expired', 'idle'} end
-  if f[1] ~= ARGV[2] then return {'mismatch'} end
-  redis.call('HSET', h, 'seen', ARGV[3])
-  if now - tonumber(f[4] or '0') >= tonumber(ARGV[5]) then
-    redis.call('HSET', h, 'seenw', ARGV[3])
-    redis.call('SADD', KEYS[2], ARGV[6])
-  end
-  return {'ok', f[5], f[6], f[2], ARGV[3], f[7] or '', f[8] or '',
-          f[9] or 'UTC', f[10] or '', f[11] or '', f[12] or '0'}
-end
-local t = redis.call('HGET', h, 't:' .. ARGV[1])
-if t then return {'ended', t} end
-if redis.call('HGET', h, 'complete') == '1' then
-  -- A copy Redis cannot update (a demoted, read-only Redis) may not know a session started since:
-  -- this no-op write fails there with READONLY, and the caller asks the database instead.
-  redis.call('HDEL', h, 'probe')
-  return {'unknown'}
-end
-if redis.call('GET', KEYS[3]) == ARGV[7] then return {'unknown'} end
-return {'miss'}
-"""
-
-# KEYS: auth hash. ARGV: generation, ttl seconds, JSON object of fields, the server's identity (the
-# stamp). Refuses to overwrite a copy built from a newer generation; keeps a later last-seen of the
-# same session.
-WRITE_LUA = """
-local gen = tonumber(ARGV[1])
-local old = tonumber(redis.call('HGET', KEYS[1], 'gen') or '-1')
-if old > gen then return 0 end
-local oldsid = redis.call('HGET', KEYS[1], 'sid')
-local oldseen = redis.call('HGET', KEYS[1], 'seen')
-local oldseenw = redis.call('HGET', KEYS[1], 'seenw')
-local d = cjson.decode(ARGV[3])
-redis.call('DEL', KEYS[1])
-local args = {'gen', ARGV[1], 'complete', '1', 'st', ARGV[4]}
-for k, v in pairs(d) do
-  args[#args + 1] = k
-  args[#args + 1] = tostring(v)
-end
-redis.call('HSET', KEYS[1], unpack(args))
-if oldsid and d['sid'] and tostring(d['sid']) == oldsid and oldseen
-   and tonumber(oldseen) > tonumber(d['seen']) then
-  redis.call('HSET', KEYS[1], 'seen', oldseen, 'seenw', oldseenw or '0')
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-_check = hotstate.LuaScript(CHECK_LUA)
-_write = hotstate.LuaScript(WRITE_LUA)
+_check = hotstate.LuaScript.load(
+    __file__, "check", args=("digest", "device_id", "now", "idle", "write_interval", "player_id", "identity")
+)
+_write = hotstate.LuaScript.load(__file__, "write", args=("generation", "ttl", "fields_json", "identity"))
 
 
 def check(
@@ -114,7 +49,17 @@ def check(
 ) -> list[Any]:
     """One round trip; raises RedisUnavailable."""
     keys = [auth_key(player_id), seen_key(hotstate.shard_of(player_id)), unknown_key(player_id, token_digest)]
-    args = [token_digest, device_id, repr(now), idle, write_interval, player_id, IDENTITY]
+    args = _check.argv(
+        {
+            "digest": token_digest,
+            "device_id": device_id,
+            "now": repr(now),
+            "idle": idle,
+            "write_interval": write_interval,
+            "player_id": player_id,
+            "identity": IDENTITY,
+        }
+    )
     result = hotstate.call(lambda r: _check(r, keys, args))
     return [v.decode() if isinstance(v, bytes) else v for v in result]
 
@@ -122,7 +67,15 @@ def check(
 def write(*, player_id: int, generation: int, ttl: int, fields: dict[str, Any]) -> bool:
     """Replace the student's copy unless Redis holds a newer generation; raises RedisUnavailable."""
     payload = json.dumps(fields)
-    return bool(hotstate.call(lambda r: _write(r, [auth_key(player_id)], [generation, ttl, payload, IDENTITY])))
+    return bool(
+        hotstate.call(
+            lambda r: _write(
+                r,
+                [auth_key(player_id)],
+                _write.argv({"generation": generation, "ttl": ttl, "fields_json": payload, "identity": IDENTITY}),
+            )
+        )
+    )
 
 
 def remember_unknown(*, player_id: int, token_digest: str) -> None:

@@ -28,38 +28,13 @@ from devices.models import LoginFailure
 from memora_project import hotstate, ratelimit
 from memora_project.errors import rate_limited
 
-# KEYS: the lock of this scope ((username, address) or (username, device)), the username's failure
-# counter. ARGV: the username limit (0: the username's lock does not apply).
-# Returns the milliseconds left on the longest lock, 0 when not locked.
-LOCKED_LUA = """
-local wait = 0
-local t = redis.call('PTTL', KEYS[1])
-if t > 0 then wait = t end
-local limit = tonumber(ARGV[1])
-if limit > 0 then
-  local n = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if n >= limit then
-    local t2 = redis.call('PTTL', KEYS[2])
-    if t2 > wait then wait = t2 end
-  end
-end
-return wait
-"""
-
-# KEYS: this scope's failure counter, this scope's lock, the username's failure counter, the set of
-# the username's keys. ARGV: scope limit, scope window ms, lock ms, username window ms, set ttl ms.
-FAILURE_LUA = """
-local n = redis.call('INCR', KEYS[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-local u = redis.call('INCR', KEYS[3])
-if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
-if n >= tonumber(ARGV[1]) then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
-redis.call('SADD', KEYS[4], KEYS[1], KEYS[2])
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
-return {n, u}
-"""
-_locked = hotstate.LuaScript(LOCKED_LUA)
-_failure = hotstate.LuaScript(FAILURE_LUA)
+_locked = hotstate.LuaScript.load(__file__, "login_locked", args=("user_limit",))
+_failure = hotstate.LuaScript.load(
+    __file__,
+    "login_failure",
+    args=("limit", "window_ms", "lock_ms", "user_window_ms", "set_ttl_ms"),
+    fragments=("window",),
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +89,7 @@ def login_lock_wait(scope: Scope) -> float:
     # A proven device is stopped only by its own lock, never by the username's.
     user_limit = 0 if scope.proven else settings.MEMORA_RATE_LOGIN_FAILURES_USER[0]
     try:
-        wait_ms = hotstate.call(lambda r: _locked(r, [lock, fail_user], [user_limit]))
+        wait_ms = hotstate.call(lambda r: _locked(r, [lock, fail_user], _locked.argv({"user_limit": user_limit})))
     except hotstate.RedisUnavailable:
         return _database_lock_wait(scope)
     return int(wait_ms) / 1000.0
@@ -167,7 +142,15 @@ def login_failure_record(scope: Scope) -> None:
     _, user_window = settings.MEMORA_RATE_LOGIN_FAILURES_USER
     lock_seconds = settings.MEMORA_LOGIN_LOCK_SECONDS
     keep = max(window + lock_seconds, user_window)
-    args = [limit, window * 1000, lock_seconds * 1000, user_window * 1000, keep * 1000]
+    args = _failure.argv(
+        {
+            "limit": limit,
+            "window_ms": window * 1000,
+            "lock_ms": lock_seconds * 1000,
+            "user_window_ms": user_window * 1000,
+            "set_ttl_ms": keep * 1000,
+        }
+    )
     try:
         hotstate.call(lambda r: _failure(r, [fail, lock, fail_user, index], args))
     except hotstate.RedisUnavailable:

@@ -31,44 +31,9 @@ NEGATIVE_TTL = 60
 TOMBSTONE_TTL = 7 * 24 * 3600
 _UNKNOWN = "-"
 
-# KEYS: cached key, rate counter, tombstone. ARGV: window ms, the server's identity.
-# Returns {'revoked'} | {'unknown'} | {'hit', cached, count, ttl_ms} | {'miss', count, ttl_ms}.
-# A cached value is "<identity>|<value>": one written under another server identity (Redis went
-# back in time, and may have lost a tombstone) is a miss, so the database answers.
-LOOKUP_LUA = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'revoked'} end
-local v = redis.call('GET', KEYS[1])
-if v then
-  local sep = string.find(v, '|', 1, true)
-  if sep and string.sub(v, 1, sep - 1) == ARGV[2] then v = string.sub(v, sep + 1) else v = false end
-end
-if v == '-' then return {'unknown'} end
-local n = redis.call('INCR', KEYS[2])
-local ttl = redis.call('PTTL', KEYS[2])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-if v then return {'hit', v, n, ttl} end
-return {'miss', n, ttl}
-"""
-# KEYS: cached key, tombstone. ARGV: value, ttl s, the server's identity (the stamp). The only way
-# the cache is filled: never over a tombstone, so a fill that read the database before a
-# revocation committed writes nothing.
-FILL_LUA = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[3] .. '|' .. ARGV[1], 'EX', ARGV[2])
-return 1
-"""
-# KEYS: cached key, tombstone. ARGV: tombstone ttl s.
-BURY_LUA = """
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
-redis.call('DEL', KEYS[1])
-return 1
-"""
-_lookup = hotstate.LuaScript(LOOKUP_LUA)
-_fill = hotstate.LuaScript(FILL_LUA)
-_bury = hotstate.LuaScript(BURY_LUA)
+_lookup = hotstate.LuaScript.load(__file__, "servicekey_lookup", args=("window_ms", "identity"), fragments=("window",))
+_fill = hotstate.LuaScript.load(__file__, "servicekey_fill", args=("value", "ttl", "identity"))
+_bury = hotstate.LuaScript.load(__file__, "servicekey_bury", args=("ttl",))
 
 # Unknown digests remembered by this process while Redis is away: digest -> expiry (monotonic).
 _local_unknown: dict[str, float] = {}
@@ -89,7 +54,7 @@ def _tomb_key(digest: str) -> str:
 
 def _bury_digest(digest: str) -> None:
     """Raises RedisUnavailable."""
-    hotstate.call(lambda r: _bury(r, [_cache_key(digest), _tomb_key(digest)], [TOMBSTONE_TTL]))
+    hotstate.call(lambda r: _bury(r, [_cache_key(digest), _tomb_key(digest)], _bury.argv({"ttl": TOMBSTONE_TTL})))
 
 
 @transaction.atomic
@@ -155,7 +120,13 @@ def _remember_locally_unknown(digest: str) -> None:
 
 def _fill_cache(digest: str, value: str, ttl: int) -> None:
     with contextlib.suppress(hotstate.RedisUnavailable):
-        hotstate.call(lambda r: _fill(r, [_cache_key(digest), _tomb_key(digest)], [value, ttl, IDENTITY]))
+        hotstate.call(
+            lambda r: _fill(
+                r,
+                [_cache_key(digest), _tomb_key(digest)],
+                _fill.argv({"value": value, "ttl": ttl, "identity": IDENTITY}),
+            )
+        )
 
 
 def service_key_verify(*, raw: str) -> ServicePrincipal | None:
@@ -165,7 +136,11 @@ def service_key_verify(*, raw: str) -> ServicePrincipal | None:
     limit, window = settings.MEMORA_RATE_SERVICE_KEY
     try:
         result = hotstate.call(
-            lambda r: _lookup(r, [_cache_key(digest), _rate_key(digest), _tomb_key(digest)], [window * 1000, IDENTITY])
+            lambda r: _lookup(
+                r,
+                [_cache_key(digest), _rate_key(digest), _tomb_key(digest)],
+                _lookup.argv({"window_ms": window * 1000, "identity": IDENTITY}),
+            )
         )
     except hotstate.RedisUnavailable:
         if _locally_unknown(digest):

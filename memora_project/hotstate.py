@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -199,12 +200,38 @@ def player_prefix(player_id: int) -> str:
     return shard_prefix(shard_of(player_id))
 
 
+_FRAGMENTS = Path(__file__).resolve().parent / "lua"
+
+
+def lua_arguments(names: tuple[str, ...]) -> str:
+    """The Lua prelude that names a script's fixed ARGV: one spec gives the positions to the script
+    and to its Python caller (:meth:`LuaScript.argv`), so no position is written twice."""
+    if not names:
+        return ""
+    return "local " + ", ".join(names) + " = " + ", ".join(f"ARGV[{i}]" for i in range(1, len(names) + 1)) + "\n"
+
+
 class LuaScript:
     """A Lua script run with EVALSHA (loaded on the first NOSCRIPT); works on pipelines too."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, args: tuple[str, ...] = ()) -> None:
         self.source = source
+        self.args = args
         self._script: Any = None
+
+    @classmethod
+    def load(
+        cls, module_file: str, name: str, *, args: tuple[str, ...] = (), fragments: tuple[str, ...] = ()
+    ) -> LuaScript:
+        """``<the module's app>/lua/<name>.lua``, after the kernel's ``fragments`` (shared functions,
+        from ``memora_project/lua``) and the prelude naming ``args``."""
+        body = (Path(module_file).resolve().parent / "lua" / f"{name}.lua").read_text()
+        shared = "".join((_FRAGMENTS / f"{fragment}.lua").read_text() for fragment in fragments)
+        return cls(shared + lua_arguments(args) + body, args)
+
+    def argv(self, values: dict[str, Any], *rest: Any) -> list[Any]:
+        """The ARGV of one call: the named arguments in the spec's order, then ``rest``."""
+        return [values[name] for name in self.args] + list(rest)
 
     def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
         if self._script is None:

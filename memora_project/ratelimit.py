@@ -13,17 +13,7 @@ from django.conf import settings
 
 from memora_project import hotstate
 
-# Returns {count, ttl_ms}. INCR and PEXPIRE in one step: no counter without an expiry.
-HIT_LUA = """
-local n = redis.call('INCRBY', KEYS[1], ARGV[2])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {n, ttl}
-"""
-_hit = hotstate.LuaScript(HIT_LUA)
+_hit = hotstate.LuaScript.load(__file__, "hit", args=("window_ms", "amount"), fragments=("window",))
 
 
 @dataclass(frozen=True)
@@ -68,7 +58,9 @@ def hit(scope: str, key: str, *, limit: int, window: int, amount: int = 1) -> Ve
     """Count one event for (scope, key); falls back to this process's memory when Redis is away."""
     name = _key(scope, key)
     try:
-        count, ttl_ms = hotstate.call(lambda r: _hit(r, [name], [window * 1000, amount]))
+        count, ttl_ms = hotstate.call(
+            lambda r: _hit(r, [name], _hit.argv({"window_ms": window * 1000, "amount": amount}))
+        )
     except hotstate.RedisUnavailable:
         return local.hit(name, limit, window, amount)
     return Verdict(int(count) <= limit, int(count), int(ttl_ms) / 1000.0)
@@ -76,5 +68,5 @@ def hit(scope: str, key: str, *, limit: int, window: int, amount: int = 1) -> Ve
 
 def hit_or_raise(name: str, window: int) -> int:
     """Count one event under the full key ``name``; raises RedisUnavailable (no fallback)."""
-    count, _ttl = hotstate.call(lambda r: _hit(r, [name], [window * 1000, 1]))
+    count, _ttl = hotstate.call(lambda r: _hit(r, [name], _hit.argv({"window_ms": window * 1000, "amount": 1})))
     return int(count)

@@ -10,8 +10,7 @@ from django.db import OperationalError
 from memora_project import hotstate
 from wallets import flush
 
-# Deletes the lock only if it is still ours.
-_UNLOCK_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_unlock = hotstate.LuaScript.load(__file__, "unlock", args=("token",))
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=8)
@@ -33,4 +32,4 @@ def flush_wallets(self) -> int:  # type: ignore[no-untyped-def]
     finally:
         # If Redis is away the lock expires by itself.
         with contextlib.suppress(hotstate.RedisUnavailable):
-            hotstate.call(lambda r: r.eval(_UNLOCK_LUA, 1, lock, token))
+            hotstate.call(lambda r: _unlock(r, [lock], _unlock.argv({"token": token})))
