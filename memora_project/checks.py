@@ -134,8 +134,8 @@ def check_redis(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
-        save = client.config_get("save").get("save", "")
+        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy") or "")
+        save = str(client.config_get("save").get("save") or "")
         aof = bool(int(client.info("persistence").get("aof_enabled", 0)))
     except redis.ResponseError as exc:
         return [
