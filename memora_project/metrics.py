@@ -36,12 +36,26 @@ FLUSH_DROPPED_DELETED = Counter(
 )
 RATE_LIMITED = Counter("memora_rate_limited_total", "Requests refused by a rate limit, by scope.", ["scope"])
 
-# Labels known in advance are exported at 0 from the start, so that rate() works at once; the
-# hot paths use these bound children (a label lookup per request costs more than the increment).
+# Labels known in advance are exported at 0 from the start, so that rate() works at once and an
+# alert on a series that has not happened yet is not silently absent; the hot paths use these bound
+# children (a label lookup per request costs more than the increment).
 VERIFY_CACHE = VERIFY_TOTAL.labels(path="cache")
 VERIFY_DATABASE = VERIFY_TOTAL.labels(path="database")
 AWARDS_CACHE = AWARDS_TOTAL.labels(path="cache")
 AWARDS_DATABASE = AWARDS_TOTAL.labels(path="database")
+# Every scope that memora_project.errors.rate_limited is called with.
+RATE_LIMIT_SCOPES = (
+    "login_ip",
+    "login_lockout",
+    "register_ip",
+    "lessons_player",
+    "lessons_per_day",
+    "service_key",
+    "unknown_credentials",
+    "other",
+)
+for _scope in RATE_LIMIT_SCOPES:
+    RATE_LIMITED.labels(scope=_scope)
 
 
 def exposition(extra: Collector | None = None) -> bytes:

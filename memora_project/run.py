@@ -198,6 +198,19 @@ def _flush_wallets(env: dict[str, str]) -> None:
         print(f"memora: the final wallet flush failed ({exc}); unflushed awards are lost", file=sys.stderr)
 
 
+def _manage_hint(env: dict[str, str]) -> str:
+    """The manage.py command line that reaches this run's database (secrets left as placeholders)."""
+    parts = ["DJANGO_DEBUG=1"] if env.get("DJANGO_DEBUG") == "1" else ["DJANGO_SECRET_KEY=<yours>"]
+    if os.environ.get("DATABASE_URL"):
+        parts.append("DATABASE_URL=<the same as here>")
+    elif os.environ.get("MEMORA_VAR_DIR"):
+        parts.append(f"MEMORA_VAR_DIR={env['MEMORA_VAR_DIR']}")
+    python, manage = Path(sys.executable), BASE_DIR / "manage.py"
+    with suppress(ValueError):
+        python, manage = python.relative_to(Path.cwd()), manage.relative_to(Path.cwd())
+    return " ".join([*parts, str(python), str(manage)])
+
+
 def _wait_for_web(port: int, children: list[Child]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -280,6 +293,8 @@ def main() -> int:
             f"  Support admin:         {base}/admin/",
             *(f"  {line}" for line in logins.splitlines()),
             f"  Probes: {base}/healthz  {base}/readyz  {base}/status (Authorization: Bearer {token_note})",
+            f"  First superuser (in another terminal): {_manage_hint(env)} createsuperuser",
+            f"  Service API key: sign in at {base}/admin/ as that superuser → Service API keys → Add (shown once)",
             f"  Database: {database_note}",
             f"  Redis: {redis_note}",
             "Stop with Ctrl-C.",
@@ -302,8 +317,10 @@ def main() -> int:
             signal.signal(signum, signal.SIG_IGN)
         _stop([child for child in _running if child is not redis_child])
         if redis_child is not None and redis_child.proc.poll() is None and flush_on_stop:
+            print("memora: flushing wallets…", flush=True)
             _flush_wallets(env)
         _stop(list(_running))  # the embedded Redis last: the others may use it while they stop
+        print("memora: stopped", flush=True)
     return status
 
 

@@ -104,7 +104,7 @@ def stack(tmp_path: Path):
             return False
 
     try:
-        poll(up, 60)
+        poll(up, 180)
         yield {"api": api, "redis": redis, "env": env, "tmp": tmp_path}
     finally:
         for proc in (web, worker):
@@ -208,10 +208,10 @@ def test_redis_killed_then_back_from_a_stale_aof(stack):
     # The flush, run by the Celery worker through the broker, writes each event once.
     celery = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "memora_project", "call", "wallets.tasks.flush_wallets"],
-        cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert celery.returncode == 0, celery.stderr
-    poll(lambda: LedgerEvent.objects.filter(player_id=player_id).count() == 2, 60)
+    poll(lambda: LedgerEvent.objects.filter(player_id=player_id).count() == 2, 180)
     assert sorted(LedgerEvent.objects.filter(player_id=player_id).values_list("lesson_id", flat=True)) == [
         "before",
         "during",

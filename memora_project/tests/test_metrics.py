@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
+from memora_project import metrics
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "scrape-me"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(text: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+    return values
 
 
 def scrape(api) -> dict[str, float]:
     response = api.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
-    values: dict[str, float] = {}
-    for line in response.content.decode().splitlines():
-        match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
-        if match:
-            values[match.group(1)] = float(match.group(2))
-    return values
+    return parse(response.content.decode())
 
 
 def test_metrics_need_the_token(api, settings):
@@ -59,3 +70,38 @@ def test_metrics_move_with_load_and_flush(api, student, settings):
     assert after["memora_flush_duration_seconds_count"] > during["memora_flush_duration_seconds_count"]
     # Three events, one wallet row: two wallet writes avoided.
     assert after["memora_wallet_writes_avoided_total"] - during["memora_wallet_writes_avoided_total"] == 2
+
+
+# Every series /metrics exports, each from the start (zero until it counts): a dashboard or an alert
+# on a series that has not happened yet must not find it missing.
+PROCESS_SERIES = [
+    'memora_verify_total{path="cache"}',
+    'memora_verify_total{path="database"}',
+    'memora_awards_total{path="cache"}',
+    'memora_awards_total{path="database"}',
+    "memora_verify_seconds_count",
+    "memora_wallet_writes_avoided_total",
+    "memora_flush_duration_seconds_count",
+    *(f'memora_rate_limited_total{{scope="{scope}"}}' for scope in metrics.RATE_LIMIT_SCOPES),
+]
+SCRAPE_TIME_SERIES = ["memora_pending_events", "memora_oldest_unflushed_event_age_seconds", "memora_outbox_students"]
+
+
+def test_every_series_is_exported_at_zero_by_a_fresh_process(tmp_path):
+    # As under gunicorn: prometheus-client's multiprocess mode, nothing counted yet.
+    (tmp_path / "prom").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from memora_project import metrics; "
+         "print(metrics.exposition().decode())"],
+        cwd=ROOT, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    values = parse(result.stdout)
+    assert {series: values.get(series) for series in PROCESS_SERIES} == dict.fromkeys(PROCESS_SERIES, 0.0)
+
+
+def test_the_scrape_time_series_are_exported(api, settings):
+    settings.MEMORA_METRICS_TOKEN = TOKEN
+    values = scrape(api)
+    assert set(SCRAPE_TIME_SERIES) <= set(values), sorted(values)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from memora_project.tests.redisproc import RedisProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,27 +45,30 @@ def test_production_needs_a_secret_key():
     assert "DJANGO_SECRET_KEY" in result.stderr
 
 
-def test_deploy_checks_pass_with_production_settings():
-    result = start(
-        DJANGO_DEBUG="0",
-        DJANGO_SECRET_KEY="a-long-random-production-secret-" + "x" * 40,
-        DJANGO_SECURE="1",
-        DJANGO_ALLOWED_HOSTS="memora.example.org",
-    )
-    assert result.returncode == 0, result.stderr
-    check = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DJANGO_DEBUG": "0",
-            "DJANGO_SECRET_KEY": "a-long-random-production-secret-" + "x" * 40,
-            "DJANGO_SECURE": "1",
-            "DJANGO_ALLOWED_HOSTS": "memora.example.org",
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+def test_deploy_checks_pass_with_production_settings(tmp_path):
+    # The service's checks read Redis: a private one configured as production's must be (noeviction, AOF).
+    redis = RedisProcess(tmp_path / "redis", aof=True)
+    redis.start()
+    production = {
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": "a-long-random-production-secret-" + "x" * 40,
+        "DJANGO_SECURE": "1",
+        "DJANGO_ALLOWED_HOSTS": "memora.example.org",
+        "MEMORA_METRICS_TOKEN": "a-long-random-metrics-token-" + "y" * 20,
+        "REDIS_URL": redis.url,
+    }
+    try:
+        result = start(**production)
+        assert result.returncode == 0, result.stderr
+        check = subprocess.run(
+            [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+            cwd=ROOT,
+            env={**os.environ, **production},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        redis.stop()
