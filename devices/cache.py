@@ -87,14 +87,7 @@ def forget_many(player_ids: list[int]) -> None:
     """Drop the students' copies (one pipeline): they are rebuilt from the database on next use.
     Raises RedisUnavailable."""
 
-    def run(r: redis.Redis) -> None:
-        pipe = r.pipeline(transaction=False)
-        for pid in player_ids:
-            pipe.delete(auth_key(pid))
-        pipe.execute()
-
-    if player_ids:
-        hotstate.call(run)
+    hotstate.delete_keys([auth_key(pid) for pid in player_ids])
 
 
 def forget(*, player_id: int) -> None:

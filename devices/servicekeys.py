@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import time
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -20,6 +19,7 @@ from devices import tokens
 from devices.models import ServiceApiKey
 from memora_project import hotstate, ratelimit
 from memora_project.errors import rate_limited
+from memora_project.localcache import ExpiringSet
 from memora_project.redisconn import IDENTITY
 from players.principals import ServicePrincipal
 
@@ -35,9 +35,8 @@ _lookup = hotstate.LuaScript.load(__file__, "servicekey_lookup", args=("window_m
 _fill = hotstate.LuaScript.load(__file__, "servicekey_fill", args=("value", "ttl", "identity"))
 _bury = hotstate.LuaScript.load(__file__, "servicekey_bury", args=("ttl",))
 
-# Unknown digests remembered by this process while Redis is away: digest -> expiry (monotonic).
-_local_unknown: dict[str, float] = {}
-_LOCAL_UNKNOWN_MAX = 100_000
+# Unknown digests remembered by this process while Redis is away.
+_local_unknown = ExpiringSet(ttl=NEGATIVE_TTL)
 
 
 def _cache_key(digest: str) -> str:
@@ -103,21 +102,6 @@ def _from_db(digest: str) -> ServicePrincipal | None:
     return ServicePrincipal(key_id=key.pk, name=key.name, scopes=frozenset(key.scopes))
 
 
-def _locally_unknown(digest: str) -> bool:
-    expiry = _local_unknown.get(digest)
-    return expiry is not None and expiry > time.monotonic()
-
-
-def _remember_locally_unknown(digest: str) -> None:
-    now = time.monotonic()
-    if len(_local_unknown) >= _LOCAL_UNKNOWN_MAX:
-        for stale in [d for d, expiry in _local_unknown.items() if expiry <= now]:
-            del _local_unknown[stale]
-        if len(_local_unknown) >= _LOCAL_UNKNOWN_MAX:
-            _local_unknown.clear()
-    _local_unknown[digest] = now + NEGATIVE_TTL
-
-
 def _fill_cache(digest: str, value: str, ttl: int) -> None:
     with contextlib.suppress(hotstate.RedisUnavailable):
         hotstate.call(
@@ -143,11 +127,11 @@ def service_key_verify(*, raw: str) -> ServicePrincipal | None:
             )
         )
     except hotstate.RedisUnavailable:
-        if _locally_unknown(digest):
+        if digest in _local_unknown:
             return None
         principal = _from_db(digest)
         if principal is None:
-            _remember_locally_unknown(digest)
+            _local_unknown.add(digest)
             return None
         verdict = ratelimit.local.hit(f"svc:{principal.key_id}", limit, window)
         if not verdict.allowed:

@@ -22,6 +22,7 @@ from devices.models import PlayerSession
 from memora_project import hotstate, metrics, ratelimit
 from memora_project.clientip import client_address
 from memora_project.errors import ApiError, not_authenticated, rate_limited
+from memora_project.localcache import ExpiringSet
 from players.principals import PlayerPrincipal
 
 logger = logging.getLogger(__name__)
@@ -87,13 +88,13 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
             write_interval=settings.MEMORA_LAST_SEEN_WRITE_INTERVAL,
         )
     except hotstate.RedisUnavailable:
-        if _locally_unknown(parsed.digest):
+        if parsed.digest in _local_unknown:
             raise not_authenticated() from None
         try:
             return verify_database(player_id=parsed.player_id, token_digest=parsed.digest, device_id=device_id)
         except ApiError as error:
             if error.code == "not_authenticated":
-                _remember_locally_unknown(parsed.digest)
+                _local_unknown.add(parsed.digest)
             raise
     status = result[0]
     if status != "miss":
@@ -139,23 +140,7 @@ def verify(*, authorization: str | None, device_header: str | None) -> PlayerPri
 
 
 # Unknown token digests remembered by this process while Redis is away (statement 14).
-_local_unknown: dict[str, float] = {}
-_LOCAL_UNKNOWN_MAX = 100_000
-
-
-def _locally_unknown(token_digest: str) -> bool:
-    expiry = _local_unknown.get(token_digest)
-    return expiry is not None and expiry > time.monotonic()
-
-
-def _remember_locally_unknown(token_digest: str) -> None:
-    now = time.monotonic()
-    if len(_local_unknown) >= _LOCAL_UNKNOWN_MAX:
-        for stale in [d for d, expiry in _local_unknown.items() if expiry <= now]:
-            del _local_unknown[stale]
-        if len(_local_unknown) >= _LOCAL_UNKNOWN_MAX:
-            _local_unknown.clear()
-    _local_unknown[token_digest] = now + cache.UNKNOWN_TTL
+_local_unknown = ExpiringSet(ttl=cache.UNKNOWN_TTL)
 
 
 def unknown_credentials(request: HttpRequest) -> ApiError:

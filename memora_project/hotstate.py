@@ -200,6 +200,19 @@ def player_prefix(player_id: int) -> str:
     return shard_prefix(shard_of(player_id))
 
 
+def delete_keys(keys: list[str]) -> None:
+    """Delete keys in one pipeline (no transaction: each key stands alone). Raises RedisUnavailable."""
+
+    def run(r: redis.Redis) -> None:
+        pipe = r.pipeline(transaction=False)
+        for key in keys:
+            pipe.delete(key)
+        pipe.execute()
+
+    if keys:
+        call(run)
+
+
 _FRAGMENTS = Path(__file__).resolve().parent / "lua"
 
 

@@ -130,14 +130,7 @@ def forget_many(player_ids: list[int]) -> None:
     """Drop the students' wallet hashes (one pipeline; their pending events stay): each is rebuilt
     from the database and those events on next use. Raises RedisUnavailable."""
 
-    def run(r: redis.Redis) -> None:
-        pipe = r.pipeline(transaction=False)
-        for pid in player_ids:
-            pipe.delete(wallet_key(pid))
-        pipe.execute()
-
-    if player_ids:
-        hotstate.call(run)
+    hotstate.delete_keys([wallet_key(pid) for pid in player_ids])
 
 
 def read_unflushed(pid: int) -> tuple[str | None, list[dict[str, Any]]]:

@@ -179,16 +179,7 @@ def dead_letter_retry(*, letter_id: int, actor: str) -> DeadLetterOutcome:
     is discarded as a duplicate; one the database still refuses leaves the letter open with the
     new error."""
     outcome = _retry(letter_id=letter_id, player_id=_player_of(letter_id), actor=actor)
-    log = logger.warning if outcome.result == "refused" else logger.info
-    log(
-        "dead letter %s of player %s retried by %s: %s (%s)",
-        letter_id,
-        outcome.player_id,
-        actor,
-        outcome.result,
-        outcome.detail,
-    )
-    return outcome
+    return _audit(outcome, "retried", actor)
 
 
 @transaction.atomic
@@ -207,10 +198,17 @@ def dead_letter_discard(*, letter_id: int, actor: str, reason: str) -> DeadLette
     if not reason:
         raise validation_error({"reason": ["Say why the event is discarded."]})
     outcome = _discard(letter_id=letter_id, player_id=_player_of(letter_id), actor=actor, reason=reason)
-    logger.info(
-        "dead letter %s of player %s discarded by %s: %s (%s)",
-        letter_id,
+    return _audit(outcome, "discarded", actor)
+
+
+def _audit(outcome: DeadLetterOutcome, action: str, actor: str) -> DeadLetterOutcome:
+    """The audit line of a support action on a dead letter."""
+    log = logger.warning if outcome.result == "refused" else logger.info
+    log(
+        "dead letter %s of player %s %s by %s: %s (%s)",
+        outcome.letter_id,
         outcome.player_id,
+        action,
         actor,
         outcome.result,
         outcome.detail,

@@ -82,9 +82,16 @@ PROCESS_SERIES = [
     "memora_verify_seconds_count",
     "memora_wallet_writes_avoided_total",
     "memora_flush_duration_seconds_count",
+    "memora_dead_letters_total",
+    "memora_flush_dropped_deleted_total",
     *(f'memora_rate_limited_total{{scope="{scope}"}}' for scope in metrics.RATE_LIMIT_SCOPES),
 ]
-SCRAPE_TIME_SERIES = ["memora_pending_events", "memora_oldest_unflushed_event_age_seconds", "memora_outbox_students"]
+SCRAPE_TIME_SERIES = [
+    "memora_pending_events",
+    "memora_oldest_unflushed_event_age_seconds",
+    "memora_outbox_students",
+    "memora_dead_letters_open",
+]
 
 
 def test_every_series_is_exported_at_zero_by_a_fresh_process(tmp_path):

@@ -387,12 +387,16 @@ def test_every_operation_with_a_body_documents_size_and_media_type(schema_doc: S
 
 
 def test_idempotent_writes_document_their_header_and_conflicts(schema_doc: SchemaDoc) -> None:
-    # No operation needs a key yet; the lesson, service award and streak restore endpoints will.
+    """The three writes that take an Idempotency-Key (and only they) require it, and document the
+    replay header and the 409 / 422 answers."""
+    keyed = set()
     for method, path, operation in schema_doc.operations():
         headers = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "header"}
         if "Idempotency-Key" in headers:
+            keyed.add(operation["operationId"])
             assert headers["Idempotency-Key"]["required"] is True, (method, path)
             assert {"400", "409", "422"} <= set(operation["responses"]), (method, path)
+    assert keyed == {"lesson_complete", "wallet_award_xp", "streak_restore"}
 
 
 def test_operation_ids_are_unique(schema_doc: SchemaDoc) -> None:
