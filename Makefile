@@ -56,6 +56,7 @@ system-deps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	DJANGO_DEBUG=1 $(VENV)/bin/mypy
@@ -68,7 +69,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 # test would hit it by chance. Tests about timeouts set their own against a paused private server.
 TEST_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_DEBUG=1 DJANGO_SECURE=0 MEMORA_RECONCILER_ENABLED=0 MEMORA_REDIS_TIMEOUT=$${MEMORA_REDIS_TIMEOUT:-2}
-FUZZ := memora_project/tests/test_fuzz_schemathesis.py
+FUZZ := memora/tests/test_fuzz_schemathesis.py
 
 # The schemathesis cases share one test id, which pytest-xdist would run once: they run apart.
 pytest: $(EMBEDDED_STAMP)

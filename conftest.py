@@ -15,7 +15,7 @@ import redis
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
-from memora_project import hotstate, ratelimit
+from core import hotstate, ratelimit
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ control_socket_disable = True
 
 def post_fork(server: object, worker: object) -> None:
     # Threads do not survive a fork: each worker starts its own outbox reconciler.
-    from memora_project import reconciler
+    from memora import reconciler
 
     reconciler.ensure_started()
 

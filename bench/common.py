@@ -62,7 +62,7 @@ def redis_client() -> Any:
     import redis
     from django.conf import settings
 
-    from memora_project.redisconn import IdentityConnection
+    from core.redisconn import IdentityConnection
 
     # Stamps what it writes with the server's identity, as the application does.
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=60, connection_class=IdentityConnection)

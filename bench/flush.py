@@ -42,7 +42,7 @@ from bench import common
 @contextlib.contextmanager
 def pipelined(pipe: Any, answer: Any) -> Iterator[None]:
     """Point ``hotstate.call`` at ``pipe``: the service's Redis work is queued, not sent."""
-    from memora_project import hotstate
+    from core import hotstate
 
     original = hotstate.call
 

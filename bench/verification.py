@@ -79,10 +79,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rest_framework.authentication import TokenAuthentication
     from rest_framework.authtoken.models import Token
 
+    from core import hotstate
+    from core.redisconn import IDENTITY
     from devices import cache, selectors, tokens, verification
     from devices.models import AuthorizedDevice
-    from memora_project import hotstate
-    from memora_project.redisconn import IDENTITY
     from players.models import PlayerProfile
 
     common.log(f"verification: seeding {args.students} live sessions through session_login")

@@ -20,8 +20,8 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
 
+from core.clientip import client_address
 from devices import loginlimits
-from memora_project.clientip import client_address
 
 COOKIE_NAME = "memora_staff_device"
 _SALT = "memora.devices.staff-device"

@@ -6,9 +6,9 @@ class DevicesConfig(AppConfig):
     verbose_name = "Devices and sessions"
 
     def ready(self) -> None:
+        from core import hotstate
         from devices import receivers, schema  # noqa: F401  (connect signals, register schema extensions)
         from devices.servicekeys import on_redis_recovery
-        from memora_project import hotstate
 
         # Statement 16: keys revoked while Redis was away are buried as soon as it answers again.
         hotstate.on_recovery(on_redis_recovery)

@@ -12,8 +12,8 @@ from typing import Any
 
 import redis
 
-from memora_project import hotstate
-from memora_project.redisconn import IDENTITY
+from core import hotstate
+from core.redisconn import IDENTITY
 
 # Students whose copy this process could not update (Redis refused or was away): until a rebuild
 # succeeds, this process asks the database for them, so a Redis that accepts writes again never

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from core import hotstate, ratelimit
+from core.errors import rate_limited
 from devices.models import LoginFailure
-from memora_project import hotstate, ratelimit
-from memora_project.errors import rate_limited
 
 _locked = hotstate.LuaScript.load(__file__, "login_locked", args=("user_limit",))
 _failure = hotstate.LuaScript.load(

@@ -12,10 +12,10 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
+from core import metrics
+from core.errors import api_error_for
 from devices import verification
 from devices.authentication import DeviceSessionAuthentication
-from memora_project import metrics
-from memora_project.errors import api_error_for
 
 
 def uses_device_session(view_func: Any) -> bool:

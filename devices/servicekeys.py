@@ -15,12 +15,12 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from core import hotstate, ratelimit
+from core.errors import rate_limited
+from core.localcache import ExpiringSet
+from core.redisconn import IDENTITY
 from devices import tokens
 from devices.models import ServiceApiKey
-from memora_project import hotstate, ratelimit
-from memora_project.errors import rate_limited
-from memora_project.localcache import ExpiringSet
-from memora_project.redisconn import IDENTITY
 from players.principals import ServicePrincipal
 
 CACHE_TTL = 300

@@ -18,6 +18,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from core import hotstate
+from core.errors import ApiError
 from devices import cache, loginlimits, selectors, tokens
 from devices.models import (
     AuditAction,
@@ -28,8 +30,6 @@ from devices.models import (
     PlayerAuthState,
     PlayerSession,
 )
-from memora_project import hotstate
-from memora_project.errors import ApiError
 from players.models import PlayerProfile
 
 logger = logging.getLogger(__name__)

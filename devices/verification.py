@@ -17,12 +17,12 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
+from core import hotstate, metrics, ratelimit
+from core.clientip import client_address
+from core.errors import ApiError, not_authenticated, rate_limited
+from core.localcache import ExpiringSet
 from devices import cache, services, tokens
 from devices.models import PlayerSession
-from memora_project import hotstate, metrics, ratelimit
-from memora_project.clientip import client_address
-from memora_project.errors import ApiError, not_authenticated, rate_limited
-from memora_project.localcache import ExpiringSet
 from players.principals import PlayerPrincipal
 
 logger = logging.getLogger(__name__)

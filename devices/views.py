@@ -8,12 +8,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.clientip import client_address
+from core.errors import rate_limited, validation_error
+from core.openapi import DEVICE_ID_HEADER, DEVICE_PROOF_HEADER, UUID4_PATTERN, error_responses
 from devices import loginlimits, selectors, services, tokens
 from devices.serializers import DeviceListOutput, DeviceOutput, LoginInput, LoginOutput, SessionOutput
 from devices.verification import invalid_device_id
-from memora_project.clientip import client_address
-from memora_project.errors import rate_limited, validation_error
-from memora_project.openapi import DEVICE_ID_HEADER, DEVICE_PROOF_HEADER, UUID4_PATTERN, error_responses
 from players.permissions import current_student
 from players.serializers import player_summary
 from players.views import json_object

@@ -12,7 +12,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from memora_project.redisconn import IdentityConnection
+from core.redisconn import IdentityConnection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -38,15 +38,16 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # The kernel (imports no app), the three apps, and the composition app that spans them.
+    "core",
     "players",
     "devices",
     "wallets",
-    # The composition part: URL map, beat schedule, cross-app commands and admin pages.
-    "memora_project",
+    "memora",
 ]
 
 MIDDLEWARE = [
-    "memora_project.middleware.ApiGuardMiddleware",
+    "core.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -188,8 +189,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["players.permissions.IsStudent"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "memora_project.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "memora_project.openapi.MemoraAutoSchema",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.MemoraAutoSchema",
     "UNAUTHENTICATED_USER": None,
     # OPTIONS is not part of the API: answer it 405 like any other method it does not list.
     "DEFAULT_METADATA_CLASS": None,
@@ -247,8 +248,20 @@ MEMORA_STREAK_FREEZE_MAX = env.int("MEMORA_STREAK_FREEZE_MAX", default=2)
 MEMORA_FLUSH_INTERVAL = env.int("MEMORA_FLUSH_INTERVAL", default=600)
 MEMORA_FLUSH_CHUNK = env.int("MEMORA_FLUSH_CHUNK", default=500)
 MEMORA_FLUSH_LEASE = env.int("MEMORA_FLUSH_LEASE", default=300)
-# Test hook only: stop after writing chunk k and wait on a Redis key (see wallets.services).
+# Test hook only: stop after writing chunk k and wait on a Redis key (see wallets.flush).
 MEMORA_FLUSH_BARRIER_AFTER_CHUNK = env.int("MEMORA_FLUSH_BARRIER_AFTER_CHUNK", default=0)
+# How often beat sweeps the outbox (each process also runs its own reconciler thread every second).
+MEMORA_RECONCILE_SWEEP_INTERVAL = env.int("MEMORA_RECONCILE_SWEEP_INTERVAL", default=30)
+
+# The beat schedule, declared in one place, from the interval settings.
+CELERY_BEAT_SCHEDULE = {
+    "persist-last-seen": {
+        "task": "devices.tasks.persist_last_seen",
+        "schedule": float(MEMORA_LAST_SEEN_WRITE_INTERVAL),
+    },
+    "flush-wallets": {"task": "wallets.tasks.flush_wallets", "schedule": float(MEMORA_FLUSH_INTERVAL)},
+    "reconcile-outbox": {"task": "memora.tasks.reconcile_outbox", "schedule": float(MEMORA_RECONCILE_SWEEP_INTERVAL)},
+}
 
 # Rate limits: (limit, window seconds). Lockouts last MEMORA_LOGIN_LOCK_SECONDS.
 MEMORA_RATE_LOGIN_FAILURES_USER_IP = (env.int("MEMORA_RATE_LOGIN_FAILURES_USER_IP", default=10), 15 * 60)

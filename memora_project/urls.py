@@ -5,7 +5,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from devices.adminlogin import admin_login
-from memora_project import probes
+from memora import probes
 
 
 @csrf_exempt  # an unknown URL answers 404 JSON for every method, not a CSRF page

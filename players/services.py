@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from memora_project.errors import ApiError, validation_error
+from core.errors import ApiError, validation_error
 from players import timezones
 from players.models import PlayerProfile
 from players.signals import profile_changed

@@ -9,10 +9,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from memora_project import ratelimit
-from memora_project.clientip import client_ip
-from memora_project.errors import ApiError, rate_limited, validation_error
-from memora_project.openapi import error_responses
+from core import ratelimit
+from core.clientip import client_ip
+from core.errors import ApiError, rate_limited, validation_error
+from core.openapi import error_responses
 from players import selectors, services
 from players.permissions import current_student
 from players.serializers import ProfileOutput, ProfileUpdateInput, RegisterInput, RegisterOutput

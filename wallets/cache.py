@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from memora_project import hotstate
-from memora_project.redisconn import IDENTITY
+from core import hotstate
+from core.redisconn import IDENTITY
 
 # Students whose wallet this process could not rebuild after a database-first change: it rebuilds
 # them (or takes the database path) before trusting their Redis wallet again.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from memora_project.errors import ApiError, validation_error
+from core.errors import ApiError, validation_error
 from wallets import flush, services
 from wallets.events import PendingEvent, sql_datetime
 from wallets.models import DeadLetter, LedgerEvent, PlayerWallet, WalletOutbox

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from memora_project import hotstate, metrics
+from core import hotstate, metrics
 from players.models import PlayerProfile
 from wallets import cache, services
 from wallets.events import LEDGER_COLUMNS, PendingEvent, sql_datetime

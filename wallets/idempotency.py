@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from memora_project.errors import ApiError
+from core.errors import ApiError
 from wallets.models import DIGEST_BYTES
 
 

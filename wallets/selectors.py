@@ -13,8 +13,8 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from memora_project import hotstate
-from memora_project.errors import validation_error
+from core import hotstate
+from core.errors import validation_error
 from wallets import cache
 from wallets.events import counted_event
 from wallets.models import DeadLetter, LedgerEvent

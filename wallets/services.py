@@ -21,9 +21,9 @@ from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from memora_project import hotstate, metrics, ratelimit
-from memora_project.errors import ApiError, rate_limited, service_unavailable
-from memora_project.redisconn import IDENTITY
+from core import hotstate, metrics, ratelimit
+from core.errors import ApiError, rate_limited, service_unavailable
+from core.redisconn import IDENTITY
 from players import timezones
 from players.models import PlayerProfile
 from wallets import cache, idempotency, rules

@@ -7,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from memora_project import hotstate
+from core import hotstate
 from wallets import flush
 
 _unlock = hotstate.LuaScript.load(__file__, "unlock", args=("token",))

@@ -7,8 +7,8 @@ from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from memora_project.errors import validation_error
-from memora_project.openapi import error_responses, idempotency_parameters
+from core.errors import validation_error
+from core.openapi import error_responses, idempotency_parameters
 from players import timezones
 from players.models import PlayerProfile
 from players.permissions import HasServiceScope, current_student

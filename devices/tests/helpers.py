@@ -15,9 +15,9 @@ import redis.connection
 from django.db import close_old_connections, connections
 from rest_framework.test import APIClient
 
+from core import hotstate
 from devices import cache
 from devices.models import AuthorizedDevice, PlayerAuthState, PlayerSession
-from memora_project import hotstate
 
 
 def closed_port() -> int:

@@ -8,11 +8,11 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 
+from core import hotstate
+from core.errors import ApiError
 from devices import cache, services
 from devices.models import AuthorizedDevice, PlayerSession
 from devices.tests.helpers import run_in_threads
-from memora_project import hotstate
-from memora_project.errors import ApiError
 from players.models import PlayerProfile
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,10 +10,10 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from core.errors import ApiError
 from devices import services
 from devices.models import AuditAction, AuthorizedDevice, DeviceAuditEntry, PlayerAuthState, PlayerSession
 from devices.tests.helpers import generation, login_from_new_device, run_in_threads, snapshot
-from memora_project.errors import ApiError
 from players.models import PlayerProfile
 
 pytestmark = pytest.mark.django_db(transaction=True)

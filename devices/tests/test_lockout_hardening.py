@@ -10,11 +10,11 @@ import uuid
 import pytest
 from django.test import RequestFactory
 
+from core import clientip
 from devices import loginlimits, services
 from devices.models import AuditAction, AuthorizedDevice, DeviceAuditEntry, LoginFailure
 from devices.tests.test_admin import staff_client
 from devices.tokens import digest
-from memora_project import clientip
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

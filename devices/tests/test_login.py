@@ -10,10 +10,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import RequestFactory
 
+from core.clientip import client_ip
 from devices import services
 from devices.models import AuthorizedDevice, LoginFailure
 from devices.tests.helpers import snapshot
-from memora_project.clientip import client_ip
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,10 +7,10 @@ import pytest
 from django.test import RequestFactory
 from rest_framework.request import Request
 
+from core.errors import ApiError
 from devices import servicekeys, tokens
 from devices.authentication import DeviceSessionAuthentication, ServiceKeyAuthentication
 from devices.models import ServiceApiKey
-from memora_project.errors import ApiError
 from players.principals import ServicePrincipal
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
+from core import hotstate
 from devices import servicekeys, tokens
-from memora_project import hotstate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -102,7 +102,7 @@ def test_history_pages_with_a_cursor(student, settings):
 
 
 def test_cold_wallet_is_rebuilt_from_database_plus_pending(student, redis_namespace):
-    from memora_project import hotstate
+    from core import hotstate
     from wallets import cache
 
     complete(student, "a", 100)

@@ -17,7 +17,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from redis import Redis
 
-from memora_project import hotstate
+from core import hotstate
 from players.tests.factories import PlayerFactory
 from wallets import cache, flush, services
 from wallets.models import EventKind, LedgerEvent, PlayerWallet

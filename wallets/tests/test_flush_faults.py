@@ -21,7 +21,7 @@ from django.db import OperationalError, connection, connections
 from django.db.models import Sum
 from django.utils import timezone
 
-from memora_project import hotstate
+from core import hotstate
 from players.models import PlayerProfile
 from players.tests.factories import PlayerFactory
 from wallets import cache, flush, services

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from memora_project.errors import ApiError
+from core.errors import ApiError
 from wallets import deadletters, flush, selectors
 
 
