@@ -26,7 +26,9 @@ from django.utils.html import format_html, format_html_join
 from devices import servicekeys, services
 from devices.adminlogin import ThrottledAdminAuthenticationForm
 from devices.models import AuthorizedDevice, DeviceAuditEntry, EndReason, PlayerSession, ServiceApiKey
-from players.admin import PlayerProfileAdmin  # imported first so that it is registered before we replace it
+
+# players.admin is imported first so that its student admin is registered before we replace it.
+from players.admin import PlayerProfileAdmin, SupportWordsMixin
 from players.models import PlayerProfile
 
 # The admin's sign-in goes through the API login's limiter (statement 11).
@@ -112,7 +114,7 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(SupportWordsMixin):
     """A list and detail pages to read; the rows are written by services only."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -125,7 +127,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ActionsOnlyAdmin(admin.ModelAdmin):
+class ActionsOnlyAdmin(SupportWordsMixin):
     """Detail pages are read-only; the change permission only unlocks the list's actions."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -237,6 +239,15 @@ class RevokeDevicesForm(forms.Form):
         required=True,
         widget=forms.TextInput(attrs={"size": 80, "autofocus": True}),
         help_text="Recorded in the student's audit with your name. At most 200 characters.",
+    )
+
+
+class AllowDeviceForm(forms.Form):
+    reason = forms.CharField(
+        max_length=200,
+        required=False,
+        widget=forms.TextInput(attrs={"size": 80, "autofocus": True}),
+        help_text="Optional; recorded in the student's audit with your name. At most 200 characters.",
     )
 
 
@@ -353,6 +364,7 @@ class PlayerSessionAdmin(ReadOnlyAdmin):
 
 @admin.register(DeviceAuditEntry)
 class DeviceAuditEntryAdmin(ReadOnlyAdmin):
+    list_title = "Device and session audit"
     list_display = ("at", "student", "action", "device", "actor", "reason")
     list_select_related = ("player__user", "device", "actor")
     list_filter = ("action",)

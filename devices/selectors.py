@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from devices.models import AuthorizedDevice, PlayerAuthState, PlayerSession
 from players.models import PlayerProfile
@@ -16,6 +16,16 @@ TOMBSTONE_LIMIT = 50
 
 def device_list_active(*, player_id: int) -> QuerySet[AuthorizedDevice]:
     return AuthorizedDevice.objects.filter(player_id=player_id, revoked_at__isnull=True).order_by("authorized_at", "id")
+
+
+def device_list_for_support(*, player_id: int) -> QuerySet[AuthorizedDevice]:
+    """Every device of the student, revoked ones included: active first, then the most recently
+    revoked, so support sees who revoked a device and why."""
+    return (
+        AuthorizedDevice.objects.filter(player_id=player_id)
+        .select_related("revoked_by")
+        .order_by(F("revoked_at").desc(nulls_first=True), "-last_seen_at", "-id")
+    )
 
 
 def removal_allowed_at(*, player_id: int, now: dt.datetime) -> dt.datetime:

@@ -7,16 +7,40 @@ the "End sessions" action, since ``players`` may not import ``devices``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.http import HttpRequest, HttpResponse
+from django.utils.text import capfirst
 
 from players.models import PlayerProfile
 
 
+class SupportWordsMixin(admin.ModelAdmin):
+    """Page titles in a support agent's words, for admins whose detail pages are read-only.
+    Django titles such a list "Select authorized device to change" and its detail page "View
+    authorized device": words about editing records that these pages only show (what changes
+    something is named on its own button and confirmation page). ``devices`` uses it too."""
+
+    list_title: ClassVar[str] = ""
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if IS_POPUP_VAR not in request.GET:  # a pop-up's "Select …" is a real choice
+            title = self.list_title or capfirst(self.opts.verbose_name_plural)
+            extra_context = {"title": title, **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {"title": capfirst(self.opts.verbose_name), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
 @admin.register(PlayerProfile)
-class PlayerProfileAdmin(admin.ModelAdmin):
+class PlayerProfileAdmin(SupportWordsMixin):
+    list_title = "Find a student"
     list_display = ("id", "username", "display_name", "timezone", "created_at")
     list_display_links = ("id", "username")
     list_select_related = ("user",)

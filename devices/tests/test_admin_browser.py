@@ -64,6 +64,14 @@ def agent() -> User:
     return user
 
 
+def sign_in(page: Page, base: str, agent: User) -> None:
+    page.goto(f"{base}/admin/")
+    page.fill("#id_username", agent.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#user-tools")).to_contain_text(agent.username)
+
+
 def test_support_revokes_a_device_with_a_reason_and_sees_the_audit(
     live_server: Any, page: Page, agent: User, student: Any
 ) -> None:
@@ -72,12 +80,7 @@ def test_support_revokes_a_device_with_a_reason_and_sees_the_audit(
     assert tablet.get("/api/v1/session/").status_code == 200  # the warm path from here on
     base = live_server.url
 
-    # Log in as support.
-    page.goto(f"{base}/admin/")
-    page.fill("#id_username", agent.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    expect(page.locator("#user-tools")).to_contain_text(agent.username)
+    sign_in(page, base, agent)
 
     # Find the student by username.
     page.get_by_role("link", name="Students").first.click()
@@ -119,3 +122,63 @@ def test_support_revokes_a_device_with_a_reason_and_sees_the_audit(
     audit = page.locator("#device_audit-group tbody tr", has_text=REASON)
     expect(audit).to_contain_text("device revoked by support")
     expect(audit).to_contain_text(agent.username)
+
+
+def test_support_acts_from_the_student_overview(live_server: Any, page: Page, agent: User, student: Any) -> None:
+    """Search → the student's page → its overview → revoke the tablet there (with a reason) → the
+    overview shows it struck, with who and why, and the audit entry; then allow it again there."""
+    tablet = student.on_device()
+    assert tablet.login(device_name="Kitchen tablet", platform="android").status_code == 200
+    assert tablet.get("/api/v1/session/").status_code == 200
+    base = live_server.url
+    sign_in(page, base, agent)
+    expect(page.get_by_role("link", name="View site")).to_have_attribute("href", "/api/docs/")
+
+    # Find the student, open their page, and from it their overview.
+    page.get_by_role("link", name="Students").first.click()
+    expect(page.locator("h1")).to_have_text("Find a student")
+    page.fill("#searchbar", student.username)
+    page.press("#searchbar", "Enter")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(1)
+    rows.get_by_role("link", name=student.username).click()
+    page.get_by_role("link", name="Overview and actions").click()
+    overview = re.compile(rf"/admin/players/playerprofile/{tablet.player_id}/overview/$")
+    expect(page).to_have_url(overview)
+    expect(page.locator("h1")).to_contain_text(f"({student.username})")
+
+    # Revoke the tablet from its row: the confirmation asks for a reason and refuses an empty one.
+    device_row = page.locator("#devices tbody tr", has_text=tablet.device_id)
+    expect(device_row).to_contain_text("active")
+    device_row.get_by_role("link", name="Revoke…").click()
+    expect(page.locator("h1")).to_have_text("Revoke device “Kitchen tablet”")
+    expect(page.locator("#action-facts")).to_contain_text(tablet.device_id)
+    page.click("input[name=apply]")
+    expect(page.locator(".errorlist")).to_be_visible()
+    page.fill("input[name=reason]", REASON)
+    page.click("input[name=apply]")
+
+    # Back on the overview: the message, the device struck with who and why, the audit entry.
+    expect(page).to_have_url(overview)
+    expect(page.locator("ul.messagelist")).to_contain_text("Device “Kitchen tablet” of")
+    expect(device_row).to_have_class("device-blocked")
+    expect(device_row.locator("s")).to_have_count(3)  # device id, name and platform struck through
+    expect(device_row).to_contain_text(agent.username)
+    expect(device_row).to_contain_text(REASON)
+    audit = page.locator("#audit tbody tr", has_text=REASON)
+    expect(audit).to_contain_text("device revoked by support")
+    expect(audit).to_contain_text(agent.username)
+
+    refused = tablet.get("/api/v1/session/")
+    assert (refused.status_code, refused.json()["code"]) == (401, "device_revoked")
+    entry = DeviceAuditEntry.objects.get(device__device_id=tablet.device_id, action=AuditAction.REVOKED)
+    assert (entry.actor, entry.reason) == (agent, REASON)
+
+    # Allow it again from the same row; it may sign in again.
+    device_row.get_by_role("link", name="Allow again…").click()
+    page.fill("input[name=reason]", "Found at home")
+    page.click("input[name=apply]")
+    expect(page).to_have_url(overview)
+    expect(page.locator("ul.messagelist")).to_contain_text("allowed again")
+    expect(page.locator("#audit tbody tr", has_text="Found at home")).to_contain_text("device allowed again")
+    assert tablet.login().status_code == 200

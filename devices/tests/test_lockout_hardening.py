@@ -169,7 +169,10 @@ def test_support_clears_the_locks_from_the_student_overview(api, student_factory
     assert "New devices are locked out" in page.text
     assert "Clear every login lock" in page.text
     clear = f"{overview}clear-login-locks/"
-    assert client.get(clear).status_code == 405  # a change is a POST (with the admin's CSRF check)
+    confirm = client.get(clear)  # a confirmation page; the change is its POST (with the admin's CSRF check)
+    assert confirm.status_code == 200
+    assert "more second(s)" in confirm.text  # what the lock still holds
+    assert login(api, student.username, student.password, str(uuid.uuid4())).status_code == 429
     done = client.post(clear, follow=True)
     assert done.status_code == 200
     assert "Login locks of" in done.text
