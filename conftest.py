@@ -17,6 +17,9 @@ from rest_framework.test import APIClient
 
 from memora_project import hotstate, ratelimit
 
+# The Sentinel and Cluster fixtures (topology, pointer, cluster, sentinel_set).
+pytest_plugins = ["memora_project.tests.topologies"]
+
 
 @pytest.fixture(autouse=True)
 def redis_namespace(settings: Any) -> Iterator[str]:
