@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export DJANGO_SETTINGS_MODULE := memora_project.settings
 
-.PHONY: run test lint typecheck pytest system-deps venv clean bench
+.PHONY: run test test-scale lint typecheck pytest system-deps venv clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(MAKE) --no-print-directory system-deps
@@ -56,6 +56,11 @@ pytest: $(STAMP)
 	$(TEST_ENV) $(VENV)/bin/pytest -q -p no:xdist $(FUZZ)
 
 test: lint typecheck pytest
+
+# Only the tests that start a Sentinel set or a 3-master Redis Cluster of their own (marker `scale`,
+# memora_project/tests/test_topologies.py and test_failover.py); `make test` runs them too.
+test-scale: $(STAMP)
+	$(TEST_ENV) $(VENV)/bin/pytest -q -p no:xdist -m scale $(PYTEST_ARGS)
 
 # The benchmarks of DESIGN.md's numbers on their own database (memora_bench) and Redis key prefix
 # (membench); writes docs/BENCHMARKS.md. About 15 minutes; BENCH_BIG=1 adds the 100k growth point,

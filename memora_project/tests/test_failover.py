@@ -9,6 +9,7 @@ runs on the new master.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -91,6 +92,7 @@ def ledger_total(player_id: int) -> int:
 
 def test_master_killed_under_traffic(pointer: Pointer, student_factory, tmp_path: Path, running_reconciler):
     servers = SentinelSet(tmp_path / "sentinel")
+    placeholder = socket.socket()
     try:
         servers.start()
         # Short timeouts as in production: a dead master costs little per request.
@@ -104,6 +106,9 @@ def test_master_killed_under_traffic(pointer: Pointer, student_factory, tmp_path
         old_port = servers.master_port()
         assert old_port == servers.master.port
         servers.master.kill()  # SIGKILL by PID
+        # The sentinels will turn whatever answers at the old master's address into a replica of
+        # the new one: keep that port from another test's server until they are stopped.
+        placeholder.bind(("127.0.0.1", old_port))
         killed_at = time.monotonic()
         new_port = None
         while new_port is None:
@@ -146,6 +151,7 @@ def test_master_killed_under_traffic(pointer: Pointer, student_factory, tmp_path
     finally:
         pointer.drop_keys()
         servers.stop()
+        placeholder.close()
 
 
 def flush_pending() -> tuple[int, float | None]:
