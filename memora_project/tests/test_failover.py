@@ -108,7 +108,11 @@ def test_master_killed_under_traffic(pointer: Pointer, student_factory, tmp_path
         servers.master.kill()  # SIGKILL by PID
         # The sentinels will turn whatever answers at the old master's address into a replica of
         # the new one: keep that port from another test's server until they are stopped.
+        # (Listening: with SO_REUSEADDR, past the killed server's TIME_WAIT connections, and no
+        # other server can bind it while a socket listens there.)
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         placeholder.bind(("127.0.0.1", old_port))
+        placeholder.listen(1)
         killed_at = time.monotonic()
         new_port = None
         while new_port is None:
