@@ -9,7 +9,7 @@ EMBEDDED_STAMP := $(VENV)/.installed-embedded
 
 export DJANGO_SETTINGS_MODULE := memora_project.settings
 
-.PHONY: run test lint typecheck pytest system-deps venv embedded clean bench lock
+.PHONY: run test test-scale lint typecheck pytest system-deps venv embedded clean bench lock
 
 # Every package is pinned and hashed (pip-tools' lock files): pip refuses anything else. The
 # development lock includes the runtime one at the same versions (requirements-dev.in).
@@ -77,6 +77,11 @@ pytest: $(EMBEDDED_STAMP)
 	$(TEST_ENV) $(VENV)/bin/pytest -q -p no:xdist $(FUZZ)
 
 test: lint typecheck pytest
+
+# Only the tests that start a Sentinel set or a 3-master Redis Cluster of their own (marker `scale`,
+# memora_project/tests/test_topologies.py and test_failover.py); `make test` runs them too.
+test-scale: $(STAMP)
+	$(TEST_ENV) $(VENV)/bin/pytest -q -p no:xdist -m scale $(PYTEST_ARGS)
 
 # The benchmarks of DESIGN.md's numbers on their own database (memora_bench) and Redis key prefix
 # (membench); writes docs/BENCHMARKS.md. About 15 minutes; BENCH_BIG=1 adds the 100k growth point,

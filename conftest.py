@@ -15,7 +15,10 @@ import redis
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
-from core import hotstate, ratelimit
+from core import hotstate, ratelimit, redisconn
+
+# The Sentinel and Cluster fixtures (topology, pointer, cluster, sentinel_set).
+pytest_plugins = ["memora.tests.topologies"]
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +27,8 @@ def redis_namespace(settings: Any) -> Iterator[str]:
     settings.MEMORA_REDIS_KEY_PREFIX = prefix
     hotstate.breaker.reset()
     ratelimit.local.clear()
+    # A refusal in an earlier test makes every connection probe its server first for 5 s.
+    redisconn._suspect_until = 0.0
     yield prefix
     hotstate.breaker.reset()
     # A fault test may have pointed the app at a private redis-server it already stopped.

@@ -7,16 +7,23 @@ run the command) or must answer 503 (a timeout after the command was sent).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
 from django.conf import settings
 from django_redis import get_redis_connection
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
+
+from core.redisconn import SCRIPTS, IdentityConnection, register_script
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -104,17 +111,50 @@ def database_only() -> bool:
     return bool(settings.MEMORA_HOT_STATE == "database")
 
 
-_clients: dict[str, redis.Redis] = {}
+_clients: dict[str, Any] = {}
 
 
-def connection() -> redis.Redis:
-    """django-redis's client for the default cache, remembered per location (it is looked up on
-    every hot-path call; the location changes only when tests point the app elsewhere)."""
+def _cluster(url: str) -> RedisCluster:
+    """A Redis Cluster client (django-redis has none): identity connections on every node and no
+    retries — a retry re-sends a command that may have run (a redirect, MOVED or ASK, is followed:
+    the node that answers it has run nothing)."""
+    options = settings.CACHES["default"].get("OPTIONS", {})
+    return RedisCluster.from_url(
+        url,
+        connection_class=IdentityConnection,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=options.get("SOCKET_TIMEOUT", settings.MEMORA_REDIS_TIMEOUT),
+        socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT", settings.MEMORA_REDIS_TIMEOUT),
+        max_connections=options.get("CONNECTION_POOL_KWARGS", {}).get("max_connections", 64),
+        # A node that is down fails its own slots only; the others keep serving.
+        require_full_coverage=False,
+    )
+
+
+def connection() -> Any:
+    """The hot-state client, remembered per location (it is looked up on every hot-path call; the
+    location changes only when tests point the app elsewhere): django-redis's client for the
+    default cache (one Redis, or the master a Sentinel names), or a ``RedisCluster`` with
+    ``MEMORA_REDIS_CLUSTER``. Building a Cluster client connects: it may raise a Redis error."""
     location = settings.CACHES["default"]["LOCATION"]
-    client = _clients.get(location)
+    key = f"cluster:{location}" if settings.MEMORA_REDIS_CLUSTER else location
+    client = _clients.get(key)
     if client is None:
-        client = _clients[location] = get_redis_connection("default")
+        built = _cluster(location) if settings.MEMORA_REDIS_CLUSTER else get_redis_connection("default")
+        client = _clients[key] = built
     return client
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def forget_clients() -> None:
+    """Close and forget every remembered client (tests that switch topologies)."""
+    for client in _clients.values():
+        with contextlib.suppress(Exception):  # a client of a server already stopped
+            client.close()
+    _clients.clear()
 
 
 def is_rejection(exc: Exception) -> bool:
@@ -142,18 +182,27 @@ def classify(exc: Exception) -> RedisUnavailable:
     return RedisUnavailable(message, certainly_not_run=False)
 
 
-def call(fn: Callable[[redis.Redis], T]) -> T:
+def call(fn: Callable[[Any], T]) -> T:
     """Run ``fn`` against Redis through the breaker; map any Redis failure onto RedisUnavailable.
 
     After a failure, the first call that finds Redis answering (a PING) runs the recovery
     listeners before its own command: Redis may be back from an old AOF file or empty, and the
     outbox reconciler must rebuild what changed meanwhile before this process trusts it again.
+
+    NOSCRIPT (a ``SCRIPT FLUSH``, or a node that joined after the connect-time load) ran nothing:
+    every script is loaded on every node and ``fn`` runs once more. The pipelines that hold scripts
+    (the flush's claims and releases) may run again whole: they are idempotent for their claim id.
     """
     if database_only():
         raise RedisUnavailable("MEMORA_HOT_STATE=database", certainly_not_run=True)
     if not breaker.allow():
         raise RedisUnavailable("circuit breaker open", certainly_not_run=True)
-    client = connection()
+    try:
+        client = connection()
+    except (redis.RedisError, OSError) as exc:
+        # Building a Cluster client asks a node for the slot map: nothing of ours was sent.
+        breaker.record_failure()
+        raise RedisUnavailable(f"{type(exc).__name__}: {exc}", certainly_not_run=True) from exc
     if breaker.failing:
         try:
             client.ping()
@@ -163,20 +212,42 @@ def call(fn: Callable[[redis.Redis], T]) -> T:
             raise RedisUnavailable(str(exc), certainly_not_run=True) from exc
         breaker.record_success()
         _recover()
-    try:
-        result = fn(client)
-    except redis.ResponseError as exc:
-        error = classify(exc)
-        if error.certainly_not_run:
+    for attempt in (1, 2):
+        try:
+            result = fn(client)
+        except redis.exceptions.NoScriptError as exc:
+            if attempt == 1:
+                try:
+                    load_scripts(client)
+                except (redis.RedisError, OSError) as load_exc:
+                    breaker.record_failure()
+                    raise classify(load_exc) from load_exc
+                continue
             breaker.record_failure()
-            raise error from exc
-        # A script error or a wrong type is a bug, not an outage.
-        raise
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        breaker.record_failure()
-        raise classify(exc) from exc
-    breaker.record_success()
-    return result
+            raise classify(exc) from exc
+        except redis.ResponseError as exc:
+            error = classify(exc)
+            if error.certainly_not_run:
+                breaker.record_failure()
+                raise error from exc
+            # A script error or a wrong type is a bug, not an outage.
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            breaker.record_failure()
+            raise classify(exc) from exc
+        except RedisClusterException as exc:
+            # The Cluster client found no node for a slot (its map is being rebuilt): not sent.
+            breaker.record_failure()
+            raise RedisUnavailable(f"{type(exc).__name__}: {exc}", certainly_not_run=True) from exc
+        breaker.record_success()
+        return result
+    raise AssertionError("unreachable")
+
+
+def load_scripts(client: Any) -> None:
+    """Load every registered script on the client's server (on every primary of a Cluster)."""
+    for source in list(SCRIPTS.values()):
+        client.script_load(source)
 
 
 def _recover() -> None:
@@ -224,13 +295,41 @@ def lua_arguments(names: tuple[str, ...]) -> str:
     return "local " + ", ".join(names) + " = " + ", ".join(f"ARGV[{i}]" for i in range(1, len(names) + 1)) + "\n"
 
 
+def shard_groups(shards: Sequence[int]) -> list[list[int]]:
+    """The shards grouped by the node that holds them (one group on a single Redis), so a walk
+    over every shard sends each pipeline to one node. Raises RedisUnavailable."""
+
+    def group(client: Any) -> list[list[int]]:
+        if not is_cluster(client):
+            return [list(shards)]
+        by_node: dict[str, list[int]] = {}
+        for shard in shards:
+            slot = client.keyslot(shard_prefix(shard))
+            try:
+                name = client.nodes_manager.get_node_from_slot(slot).name
+            except RedisClusterException:
+                name = ""  # not covered now: its own group, which meets the error alone
+            by_node.setdefault(name, []).append(shard)
+        return list(by_node.values())
+
+    return call(group)
+
+
+def primaries(client: Any) -> list[tuple[str, Any]]:
+    """(name, client) of every primary: the one server, or each master node of a Cluster."""
+    if not is_cluster(client):
+        return [("default", client)]
+    return [(node.name, client.get_redis_connection(node)) for node in client.get_primaries()]
+
+
 class LuaScript:
-    """A Lua script run with EVALSHA (loaded on the first NOSCRIPT); works on pipelines too."""
+    """A Lua script run with EVALSHA, on a client or a pipeline (a Cluster's too). Every script is
+    loaded when a connection connects; a NOSCRIPT is handled by :func:`call`."""
 
     def __init__(self, source: str, args: tuple[str, ...] = ()) -> None:
         self.source = source
         self.args = args
-        self._script: Any = None
+        self.sha = register_script(source)
 
     @classmethod
     def load(
@@ -247,6 +346,6 @@ class LuaScript:
         return [values[name] for name in self.args] + list(rest)
 
     def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        if self._script is None:
-            self._script = client.register_script(self.source)
-        return self._script(keys=keys, args=args, client=client)
+        # Through execute_command: a ClusterPipeline blocks its evalsha() method, not the command
+        # (routed by its keys, which share one slot).
+        return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)

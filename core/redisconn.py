@@ -8,17 +8,31 @@ reconnect, or sent to another server, carries the identity of the server that ru
 scripts compare it with the stamp on the hashes they read: a differing stamp makes the copy
 suspect (Redis may have gone back in time), and it is rebuilt from the database.
 
+The same behaviour serves a plain connection (:class:`IdentityConnection`), a Sentinel-managed one
+(:class:`SentinelIdentityConnection`) and each node of a Redis Cluster. At connect it also loads
+every registered Lua script (:func:`register_script`), so an EVALSHA — which redis-py's
+``ClusterPipeline`` cannot load on its own — meets NOSCRIPT only after a ``SCRIPT FLUSH``.
+
 Imported by the settings (no Django import here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from typing import Any
 
 from redis.connection import Connection
-from redis.exceptions import BusyLoadingError, MasterDownError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
+from redis.sentinel import SentinelManagedConnection
 
 # Replies that say the server refuses writes for now (full, demoted, loading): it may come back as
 # another server (a promotion), so for a while every stamped command learns the identity first.
@@ -30,6 +44,23 @@ _suspect_until = 0.0
 IDENTITY = "\x00memora:identity\x00"
 _REFRESH_SECONDS = 1.0
 
+# Every Lua script of the service, by SHA1: loaded on each connection's server when it connects.
+SCRIPTS: dict[str, str] = {}
+
+
+def register_script(source: str) -> str:
+    """Remember a script for loading at connect; its SHA1 (what EVALSHA names)."""
+    sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    SCRIPTS[sha] = source
+    return sha
+
+
+def _refused(exc: Exception) -> bool:
+    # redis-py's Sentinel connection turns READONLY from a demoted master into a ConnectionError.
+    return isinstance(exc, _REFUSALS) or (
+        isinstance(exc, ConnectionError) and isinstance(exc.__context__, ReadOnlyError)
+    )
+
 
 def _info_field(info: Any, name: bytes) -> bytes:
     text = info if isinstance(info, bytes) else str(info).encode()
@@ -40,7 +71,7 @@ def _info_field(info: Any, name: bytes) -> bytes:
 
 
 class _IdentityPacker:
-    def __init__(self, connection: IdentityConnection, packer: Any) -> None:
+    def __init__(self, connection: IdentityMixin, packer: Any) -> None:
         self.connection = connection
         self.packer = packer
 
@@ -64,7 +95,13 @@ class _IdentityPacker:
         return [*prefix, *self.packer.pack(*(identity if a == IDENTITY else a for a in args))]
 
 
-class IdentityConnection(Connection):
+class IdentityMixin:
+    """The identity behaviour, mixed into a redis-py Connection class (plain or Sentinel-managed)."""
+
+    _sock: Any
+    _command_packer: Any
+    connect: Any
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.identity: str | None = None
@@ -73,27 +110,38 @@ class IdentityConnection(Connection):
         self._command_packer = _IdentityPacker(self, self._command_packer)
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
-        super().on_connect_check_health(check_health=check_health)
+        super().on_connect_check_health(check_health=check_health)  # type: ignore[misc]
         self._identity_replies = 0
-        self._send_identity_probe()
+        # One round trip: the identity and every script (a refused load is retried on NOSCRIPT).
+        packer = self._command_packer.packer
+        scripts = list(SCRIPTS.values())
+        loads = [part for source in scripts for part in packer.pack("SCRIPT", "LOAD", source)]
+        self.send_packed_command(  # type: ignore[attr-defined]
+            [*packer.pack("INFO", "server"), *packer.pack("INFO", "replication"), *loads], False
+        )
         self._read_identity()
+        for _ in scripts:
+            with contextlib.suppress(ResponseError, BusyLoadingError):
+                super().read_response()  # type: ignore[misc]
 
     def disconnect(self, *args: Any) -> None:
         self.identity = None
         self._identity_at = 0.0
         self._identity_replies = 0
-        super().disconnect(*args)
+        super().disconnect(*args)  # type: ignore[misc]
 
     def refresh_due(self) -> bool:
         return self.identity is None or time.monotonic() - self._identity_at >= _REFRESH_SECONDS
 
     def _send_identity_probe(self) -> None:
         packer = self._command_packer.packer
-        self.send_packed_command([*packer.pack("INFO", "server"), *packer.pack("INFO", "replication")], False)
+        self.send_packed_command(  # type: ignore[attr-defined]
+            [*packer.pack("INFO", "server"), *packer.pack("INFO", "replication")], False
+        )
 
     def _read_identity(self) -> None:
-        server = super().read_response()
-        replication = super().read_response()
+        server = super().read_response()  # type: ignore[misc]
+        replication = super().read_response()  # type: ignore[misc]
         raw = _info_field(server, b"run_id") + b"|" + _info_field(replication, b"master_replid")
         self.identity = hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:16]
         self._identity_at = time.monotonic()
@@ -103,10 +151,20 @@ class IdentityConnection(Connection):
             self._identity_replies -= 1
             self._read_identity()
         try:
-            return super().read_response(*args, **kwargs)
-        except _REFUSALS:
-            # READONLY after a demotion, OOM, LOADING after a restart: whichever server answers
-            # next may not be this one any more (every connection of this process asks first).
-            global _suspect_until
-            _suspect_until = time.monotonic() + _SUSPECT_SECONDS
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except Exception as exc:
+            if _refused(exc):
+                # READONLY after a demotion, OOM, LOADING after a restart: whichever server answers
+                # next may not be this one any more (every connection of this process asks first).
+                global _suspect_until
+                _suspect_until = time.monotonic() + _SUSPECT_SECONDS
             raise
+
+
+class IdentityConnection(IdentityMixin, Connection):
+    """A plain TCP connection (a single Redis, or one node of a Redis Cluster)."""
+
+
+class SentinelIdentityConnection(IdentityMixin, SentinelManagedConnection):
+    """A connection to the master a Sentinel names: after a failover it reconnects to the new
+    master (redis-py drops it on READONLY) and learns that server's identity."""

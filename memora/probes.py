@@ -48,24 +48,42 @@ def _migrated() -> bool:
 
 
 def _redis_info() -> dict[str, Any] | None:
+    """Each primary's eviction policy and persistence (one server, or every master of a Cluster);
+    None when Redis is unreachable."""
     try:
 
-        def read(r: Any) -> Any:
-            pipe = r.pipeline(transaction=False)
-            pipe.config_get("maxmemory-policy")
-            pipe.info("persistence")
-            return pipe.execute()
+        def read(r: Any) -> list[tuple[str, Any, Any]]:
+            found = []
+            for name, node in hotstate.primaries(r):
+                pipe = node.pipeline(transaction=False)
+                pipe.config_get("maxmemory-policy")
+                pipe.info("persistence")
+                policy, persistence = pipe.execute()
+                found.append((name, policy, persistence))
+            return found
 
-        policy, persistence = hotstate.call(read)
+        nodes = hotstate.call(read)
     except hotstate.RedisUnavailable:
         return None
     except Exception:
         # CONFIG may be renamed away on a managed Redis: reachable, settings unknown.
         return {"maxmemory_policy": "unknown", "aof": None}
-    return {
-        "maxmemory_policy": (policy or {}).get("maxmemory-policy", "unknown"),
-        "aof": bool(int((persistence or {}).get("aof_enabled", 0))),
+    per_node = {
+        name: {
+            "maxmemory_policy": (policy or {}).get("maxmemory-policy", "unknown"),
+            "aof": bool(int((persistence or {}).get("aof_enabled", 0))),
+        }
+        for name, policy, persistence in nodes
     }
+    policies = {node["maxmemory_policy"] for node in per_node.values()}
+    info: dict[str, Any] = {
+        # The one policy every node shares, or the first that differs from noeviction.
+        "maxmemory_policy": policies.pop() if len(policies) == 1 else sorted(policies - {"noeviction"})[0],
+        "aof": all(node["aof"] for node in per_node.values()),
+    }
+    if len(per_node) > 1 or "default" not in per_node:
+        info["nodes"] = per_node
+    return info
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

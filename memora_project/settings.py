@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from core.redisconn import IdentityConnection
+from core.redisconn import IdentityConnection, SentinelIdentityConnection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -112,27 +114,67 @@ MEMORA_HOT_STATE = env.str("MEMORA_HOT_STATE", default="redis")
 MEMORA_BREAKER_FAILURES = env.int("MEMORA_BREAKER_FAILURES", default=3)
 MEMORA_BREAKER_RESET_SECONDS = env.float("MEMORA_BREAKER_RESET_SECONDS", default=1.0)
 
-CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": f"{MEMORA_REDIS_KEY_PREFIX}:cache",
-        "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SOCKET_CONNECT_TIMEOUT": MEMORA_REDIS_TIMEOUT,
-            "SOCKET_TIMEOUT": MEMORA_REDIS_TIMEOUT,
-            # Connections that know their server's identity (a plain TCP URL; see redisconn).
-            "CONNECTION_POOL_KWARGS": {
-                "max_connections": 64,
-                "health_check_interval": 0,
-                **({"connection_class": IdentityConnection} if REDIS_URL.startswith("redis://") else {}),
-            },
-        },
+# Beyond one machine (DESIGN v3): a Sentinel set names the master (instead of REDIS_URL), or
+# REDIS_URL names any node of a Redis Cluster (hotstate builds the Cluster client).
+MEMORA_REDIS_SENTINELS = env.list("MEMORA_REDIS_SENTINELS", default=[])
+MEMORA_REDIS_SENTINEL_SERVICE = env.str("MEMORA_REDIS_SENTINEL_SERVICE", default="")
+MEMORA_REDIS_CLUSTER = env.bool("MEMORA_REDIS_CLUSTER", default=False)
+
+
+def _sentinel_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ImproperlyConfigured(f"MEMORA_REDIS_SENTINELS: {value!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def redis_cache(
+    location: str, *, sentinels: list[tuple[str, int]] | None = None, timeout: float = MEMORA_REDIS_TIMEOUT
+) -> dict[str, Any]:
+    """The default cache's settings: django-redis with connections that know their server's
+    identity (see redisconn); under Sentinel, ``location`` is ``redis://<service>/<db>``."""
+    options: dict[str, Any] = {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SOCKET_CONNECT_TIMEOUT": timeout,
+        "SOCKET_TIMEOUT": timeout,
+        "CONNECTION_POOL_KWARGS": {"max_connections": 64, "health_check_interval": 0},
     }
-}
+    if sentinels:
+        options["CONNECTION_FACTORY"] = "django_redis.pool.SentinelConnectionFactory"
+        options["SENTINELS"] = sentinels
+        options["CONNECTION_POOL_KWARGS"]["connection_class"] = SentinelIdentityConnection
+    elif location.startswith("redis://"):  # a plain TCP URL (not unix:// or rediss://)
+        options["CONNECTION_POOL_KWARGS"]["connection_class"] = IdentityConnection
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": location,
+        "KEY_PREFIX": f"{MEMORA_REDIS_KEY_PREFIX}:cache",
+        "OPTIONS": options,
+    }
+
+
+if MEMORA_REDIS_SENTINELS:
+    if not MEMORA_REDIS_SENTINEL_SERVICE:
+        raise ImproperlyConfigured("MEMORA_REDIS_SENTINELS needs MEMORA_REDIS_SENTINEL_SERVICE (the master's name)")
+    if MEMORA_REDIS_CLUSTER:
+        raise ImproperlyConfigured("MEMORA_REDIS_SENTINELS and MEMORA_REDIS_CLUSTER exclude each other")
+    _redis_db = urlsplit(REDIS_URL).path.strip("/") or "0"
+    CACHES = {
+        "default": redis_cache(
+            f"redis://{MEMORA_REDIS_SENTINEL_SERVICE}/{_redis_db}",
+            sentinels=[_sentinel_address(s) for s in MEMORA_REDIS_SENTINELS],
+        )
+    }
+else:
+    CACHES = {"default": redis_cache(REDIS_URL)}
 
 # --- Celery ---------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# The broker is always a plain Redis (kombu follows neither a Sentinel failover of our hot state nor a
+# Cluster's slots): with Sentinel or Cluster it must be named.
+if MEMORA_REDIS_SENTINELS or MEMORA_REDIS_CLUSTER:
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
+else:
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -9,6 +9,7 @@ events (JSON), ``if:<id>`` events claimed by a flush with ``ifm:<id>`` (claim id
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +176,7 @@ def rebuild(
     return int(hotstate.call(lambda r: _rebuild(r, keys, args)))
 
 
-def dirty_members(shards: range) -> dict[int, list[int]]:
+def dirty_members(shards: Sequence[int]) -> dict[int, list[int]]:
     def run(r: redis.Redis) -> list[Any]:
         pipe = r.pipeline(transaction=False)
         for shard in shards:
@@ -240,7 +241,7 @@ def release(*, claim_id: str, pids: list[int], abandon: bool = False) -> None:
     hotstate.call(run)
 
 
-def pending_stats(shards: range) -> tuple[int, float | None]:
+def pending_stats(shards: Sequence[int]) -> tuple[int, float | None]:
     """(events pending or in flight, accepted_at of the oldest), from every shard's dirty set.
     Cost grows with the students awaiting a flush (bounded by the flush interval), not all students."""
     dirty = dirty_members(shards)

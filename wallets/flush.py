@@ -417,12 +417,13 @@ def _groups(player_ids: list[int] | None) -> list[dict[int, list[int]]]:
         for pid in sorted(set(player_ids)):
             group.setdefault(hotstate.shard_of(pid), []).append(pid)
         return [group]
+    # Shard by shard, node by node (one node on a single Redis): each pipeline goes to one node.
     groups = []
-    shards = settings.MEMORA_REDIS_SHARDS
-    for start in range(0, shards, 128):
-        found = cache.dirty_members(range(start, min(start + 128, shards)))
-        if found:
-            groups.append(found)
+    for node_shards in hotstate.shard_groups(range(settings.MEMORA_REDIS_SHARDS)):
+        for start in range(0, len(node_shards), 128):
+            found = cache.dirty_members(node_shards[start : start + 128])
+            if found:
+                groups.append(found)
     return groups
 
 
