@@ -9,11 +9,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.clientip import client_address
-from core.errors import rate_limited, validation_error
+from core.errors import validation_error
 from core.openapi import DEVICE_ID_HEADER, DEVICE_PROOF_HEADER, UUID4_PATTERN, error_responses
-from devices import loginlimits, selectors, services, tokens
+from devices import login, selectors, services, tokens
 from devices.serializers import DeviceListOutput, DeviceOutput, LoginInput, LoginOutput, SessionOutput
-from devices.verification import invalid_device_id
 from players.permissions import current_student
 from players.serializers import player_summary
 from players.views import json_object
@@ -62,46 +61,11 @@ class LoginViewSet(viewsets.ViewSet):
         tags=["auth"],
     )
     def create(self, request: Request) -> Response:
-        # Order of the design: body shape, device id, rate limits, credentials, device rules.
-        body = json_object(request)
-        shape = {
-            f: ["This field is required and must be a string."]
-            for f in ("username", "password")
-            if not isinstance(body.get(f), str)
-        }
-        if shape:
-            raise validation_error(shape)
-        device_id = tokens.device_id_normalize(request.META.get("HTTP_X_DEVICE_ID"))
-        if device_id is None:
-            raise invalid_device_id()
-        address = client_address(request._request)
-        attempts = loginlimits.login_ip_allowed(ip=address)
-        username = body["username"]
-        # Statement 12: the current proof of an authorized device holds this login only to that
-        # device's own counter (not the address's attempt limit, not the username's locks).
-        proven = services.device_proof_verify(
-            username=username, device_id=device_id, proof=request.META.get("HTTP_X_DEVICE_PROOF")
-        )
-        if not attempts.allowed and not proven:
-            raise rate_limited(attempts.retry_after, scope="login_ip")
-        data = LoginInput(data=body)
-        data.is_valid(raise_exception=True)
-        scope = loginlimits.Scope(
-            user_key=loginlimits.username_key(username), address=address, device_id=device_id if proven else None
-        )
-        loginlimits.login_lock_check(scope)
-        profile = services.login_verify_credentials(username=username, password=data.validated_data["password"])
-        if profile is None:
-            loginlimits.login_failure_record(scope)
-            raise services.invalid_credentials()
-        loginlimits.login_success_record(scope)
-        replace = data.validated_data.get("replace_device_id")
-        result = services.session_login(
-            profile=profile,
-            device_id=device_id,
-            device_name=data.validated_data.get("device_name"),
-            platform=data.validated_data.get("platform"),
-            replace_device_id=str(replace) if replace else None,
+        result = login.login_attempt(
+            body=json_object(request),
+            device_header=request.META.get("HTTP_X_DEVICE_ID"),
+            proof_header=request.META.get("HTTP_X_DEVICE_PROOF"),
+            address=client_address(request._request),
         )
         device = result.device
         body_out = {

@@ -22,7 +22,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from core import hotstate, metrics, ratelimit
-from core.errors import ApiError, rate_limited, service_unavailable
+from core.errors import ApiError, rate_limited, service_unavailable, validation_error
 from core.redisconn import IDENTITY
 from players import timezones
 from players.models import PlayerProfile
@@ -632,6 +632,54 @@ def wallet_verify(*, fix: bool = False, player_ids: list[int] | None = None) -> 
                     transaction.on_commit(lambda pid=pid: wallet_cache_sync(player_id=pid))  # type: ignore[misc]
         drifts += found
     return drifts
+
+
+def wallet_lesson_complete(
+    *, player_id: int, timezone_name: str, lesson_id: str, score: int | None, idem_key: str, body: dict[str, Any]
+) -> AwardOutcome:
+    """A student completed a lesson (the body already validated; it is the request's fingerprint)."""
+    if not rules.LESSON_ID_RE.fullmatch(lesson_id):
+        raise validation_error({"lesson_id": ["1-64 characters: letters, digits, '_', '.', '-'."]})
+    now = timezone.now()
+    day_ends_in = (timezones.next_local_midnight(now, timezone_name) - now).total_seconds()
+    per_day = settings.MEMORA_LESSONS_PER_DAY
+    return wallet_award(
+        request=AwardRequest(
+            player_id=player_id,
+            kind=EventKind.LESSON,
+            base_amount=rules.lesson_base_xp(score),
+            local_day=timezones.local_day(now, timezone_name),
+            idem_scope=idempotency.scope(caller=f"p:{player_id}", endpoint="lesson_complete", player_id=player_id),
+            idem_key=idem_key,
+            fingerprint=idempotency.fingerprint(
+                method="POST", route="lesson_complete", path_params={"lesson_id": lesson_id}, body=body
+            ),
+            lesson_id=lesson_id,
+            rate_limit=settings.MEMORA_RATE_LESSONS_PLAYER,
+            daily_limit=(per_day, day_ends_in) if per_day > 0 else None,
+        )
+    )
+
+
+def wallet_service_award(
+    *, caller_id: int, player_id: int, amount: int, reason: str, idem_key: str, body: dict[str, Any]
+) -> AwardOutcome:
+    """A service grants XP (not capped, not streak activity)."""
+    profile = PlayerProfile.objects.filter(pk=player_id).first()
+    if profile is None:
+        raise validation_error({"player": ["No such player."]})
+    return wallet_award(
+        request=AwardRequest(
+            player_id=player_id,
+            kind=EventKind.SERVICE,
+            base_amount=amount,
+            local_day=local_day_for(profile=profile, at=timezone.now()),
+            idem_scope=idempotency.scope(caller=f"k:{caller_id}", endpoint="wallet_award_xp", player_id=player_id),
+            idem_key=idem_key,
+            fingerprint=idempotency.fingerprint(method="POST", route="wallet_award_xp", path_params={}, body=body),
+            reason=reason,
+        )
+    )
 
 
 def wallet_restore_streak(*, player_id: int, reason: str, caller: str, idem_key: str, actor: str) -> AwardOutcome:

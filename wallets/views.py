@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from django.conf import settings
+from typing import Any
+
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
@@ -10,11 +11,9 @@ from rest_framework.response import Response
 from core.errors import validation_error
 from core.openapi import error_responses, idempotency_parameters
 from players import timezones
-from players.models import PlayerProfile
 from players.permissions import HasServiceScope, current_student
 from players.views import json_object
-from wallets import idempotency, rules, selectors, services
-from wallets.models import EventKind
+from wallets import idempotency, selectors, services
 from wallets.serializers import (
     HistoryOutput,
     LessonCompleteInput,
@@ -96,36 +95,17 @@ class LessonViewSet(viewsets.ViewSet):
     def complete(self, request: Request, lesson_id: str) -> Response:
         student = current_student(request)
         key = idempotency.key_from_header(request.META.get("HTTP_IDEMPOTENCY_KEY"))
-        if not rules.LESSON_ID_RE.fullmatch(lesson_id):
-            raise validation_error({"lesson_id": ["1-64 characters: letters, digits, '_', '.', '-'."]})
         # An absent body is an empty object; false, 0, [] or null is not an object (400).
         body = json_object(request)
         data = LessonCompleteInput(data=body)
         data.is_valid(raise_exception=True)
-        score = data.validated_data.get("score")
-        now = timezone.now()
-        tz_name = student.effective_timezone(now)
-        scope = idempotency.scope(
-            caller=f"p:{student.player_id}", endpoint="lesson_complete", player_id=student.player_id
-        )
-        day_ends_in = (timezones.next_local_midnight(now, tz_name) - now).total_seconds()
-        outcome = services.wallet_award(
-            request=services.AwardRequest(
-                player_id=student.player_id,
-                kind=EventKind.LESSON,
-                base_amount=rules.lesson_base_xp(score),
-                local_day=timezones.local_day(now, tz_name),
-                idem_scope=scope,
-                idem_key=key,
-                fingerprint=idempotency.fingerprint(
-                    method="POST", route="lesson_complete", path_params={"lesson_id": lesson_id}, body=body
-                ),
-                lesson_id=lesson_id,
-                rate_limit=settings.MEMORA_RATE_LESSONS_PLAYER,
-                daily_limit=(settings.MEMORA_LESSONS_PER_DAY, day_ends_in)
-                if settings.MEMORA_LESSONS_PER_DAY > 0
-                else None,
-            )
+        outcome = services.wallet_lesson_complete(
+            player_id=student.player_id,
+            timezone_name=student.effective_timezone(timezone.now()),
+            lesson_id=lesson_id,
+            score=data.validated_data.get("score"),
+            idem_key=key,
+            body=body,
         )
         return _respond(outcome)
 
@@ -147,23 +127,14 @@ class ServiceAwardViewSet(viewsets.ViewSet):
         body = json_object(request)
         data = ServiceAwardInput(data=body)
         data.is_valid(raise_exception=True)
-        player_id = data.validated_data["player"]
-        profile = PlayerProfile.objects.filter(pk=player_id).first()
-        if profile is None:
-            raise validation_error({"player": ["No such player."]})
-        service = request.user
-        scope = idempotency.scope(caller=f"k:{service.pk}", endpoint="wallet_award_xp", player_id=player_id)
-        outcome = services.wallet_award(
-            request=services.AwardRequest(
-                player_id=player_id,
-                kind=EventKind.SERVICE,
-                base_amount=data.validated_data["amount"],
-                local_day=services.local_day_for(profile=profile, at=timezone.now()),
-                idem_scope=scope,
-                idem_key=key,
-                fingerprint=idempotency.fingerprint(method="POST", route="wallet_award_xp", path_params={}, body=body),
-                reason=data.validated_data["reason"],
-            )
+        service: Any = request.user  # a ServicePrincipal (HasServiceScope)
+        outcome = services.wallet_service_award(
+            caller_id=service.pk,
+            player_id=data.validated_data["player"],
+            amount=data.validated_data["amount"],
+            reason=data.validated_data["reason"],
+            idem_key=key,
+            body=body,
         )
         return _respond(outcome)
 

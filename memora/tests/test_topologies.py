@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from devices import servicekeys
 from core import hotstate
 from core.redisconn import SentinelIdentityConnection
+from devices import servicekeys
 from memora.tests.redisproc import ClusterProcesses
 from memora.tests.test_rollback import acknowledged_before_and_after, assert_the_truth
 from memora.tests.topologies import Pointer

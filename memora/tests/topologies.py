@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from core import hotstate
-from memora_project.settings import redis_cache
 from memora.tests.redisproc import ClusterProcesses, SentinelSet
+from memora_project.settings import redis_cache
 
 # Seconds: a busy 2-core machine must not turn a slow answer into a failure.
 GENEROUS = 5.0
