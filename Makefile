@@ -57,6 +57,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --ignore=tests,migrations \
+	  --score=n core players devices wallets memora memora_project
 
 typecheck: $(STAMP)
 	DJANGO_DEBUG=1 $(VENV)/bin/mypy
