@@ -14,7 +14,7 @@ from django.test import Client
 
 from devices import services
 from devices.models import AuditAction, AuthorizedDevice, DeviceAuditEntry, PlayerSession
-from devices.tests.test_admin import staff_client
+from memora.tests.test_support_admin import staff_client
 from wallets.models import EventKind, LedgerEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)

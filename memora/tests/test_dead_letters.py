@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from core import hotstate
 from core.errors import ApiError
-from devices.tests.test_admin import staff_client
 from memora.tests.test_metrics import TOKEN, scrape
+from memora.tests.test_support_admin import staff_client
 from players.tests.factories import PlayerFactory
 from wallets import cache, deadletters, flush, services
 from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet, WalletOutbox

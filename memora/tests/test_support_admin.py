@@ -31,20 +31,16 @@ KEY_RE = re.compile(r"mks_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{43,86}")
 
 
 def support_group_ensure() -> Group:
-    """The Support group of the data migration. A transactional test that ran earlier in this
-    process flushed the tables (Django re-creates permissions after a flush, not the migration's
-    rows): then the migration's own function runs again, on the migration state."""
+    """The Support role of the composition app's migration. A transactional test that ran earlier
+    in this process flushed the tables (Django re-creates permissions after a flush, not the
+    migration's rows): then the migration's own function runs again, on the migration state."""
     group = Group.objects.filter(name="Support").first()
     if group is not None:
         return group
-    migration = importlib.import_module("devices.migrations.0002_support_group")
-    state = MigrationExecutor(connection).loader.project_state(("devices", "0002_support_group"))
+    migration = importlib.import_module("memora.migrations.0001_support_role")
+    state = MigrationExecutor(connection).loader.project_state(("memora", "0001_support_role"))
     with connection.schema_editor() as editor:
-        migration.create_support_group(state.apps, editor)
-    wallets = importlib.import_module("wallets.migrations.0003_support_restores_streaks")
-    state = MigrationExecutor(connection).loader.project_state(("wallets", "0003_support_restores_streaks"))
-    with connection.schema_editor() as editor:
-        wallets.grant(state.apps, editor)
+        migration.support_role_ensure(state.apps, editor)
     return Group.objects.get(name="Support")
 
 
@@ -338,3 +334,15 @@ def test_service_key_needs_a_scope(django_capture_on_commit_callbacks):
     assert refused.status_code == 200
     assert "scopes" in refused.context["adminform"].form.errors
     assert not ServiceApiKey.objects.exists()
+
+
+def test_the_support_role_migration_is_idempotent():
+    migration = importlib.import_module("memora.migrations.0001_support_role")
+    state = MigrationExecutor(connection).loader.project_state(("memora", "0001_support_role"))
+    before = set(support_group_ensure().permissions.values_list("codename", flat=True))
+    with connection.schema_editor() as editor:
+        migration.support_role_ensure(state.apps, editor)
+        migration.support_role_ensure(state.apps, editor)
+    group = Group.objects.get(name="Support")
+    assert set(group.permissions.values_list("codename", flat=True)) == before
+    assert Group.objects.filter(name="Support").count() == 1

@@ -13,8 +13,8 @@ from django.test import RequestFactory
 from core import clientip
 from devices import loginlimits, services
 from devices.models import AuditAction, AuthorizedDevice, DeviceAuditEntry, LoginFailure
-from devices.tests.test_admin import staff_client
 from devices.tokens import digest
+from memora.tests.test_support_admin import staff_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
