@@ -345,3 +345,19 @@ def test_the_session_body_is_the_same_on_both_paths(student_factory, settings):
     assert {k: v for k, v in from_database.items() if k != "last_seen_at"} == {
         k: v for k, v in cached.items() if k != "last_seen_at"
     }
+
+
+def test_a_login_through_the_service_replaces_the_live_session():
+    """The service alone (no HTTP, one shared hash): the second device's login ends the first's."""
+    from devices import verification
+    from devices.tests.factories import logged_in
+    from devices.tokens import token_parse
+
+    first = logged_in()
+    second = logged_in(profile=first.profile)
+    assert token_parse(second.token) is not None
+    with pytest.raises(Exception) as refused:
+        verification.verify(authorization=f"Bearer {first.token}", device_header=str(first.device.device_id))
+    assert getattr(refused.value, "code", None) == "session_replaced"
+    principal = verification.verify(authorization=f"Bearer {second.token}", device_header=str(second.device.device_id))
+    assert principal.session_id == second.session.pk

@@ -21,24 +21,14 @@ from core import hotstate
 from players.tests.factories import PlayerFactory
 from wallets import cache, flush, services
 from wallets.models import EventKind, LedgerEvent, PlayerWallet
+from wallets.tests.factories import award_request
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def award(player_id: int, amount: int = 7, key: str | None = None, **extra) -> services.AwardOutcome:
-    return services.wallet_award(
-        request=services.AwardRequest(
-            player_id=player_id,
-            kind=EventKind.SERVICE,
-            base_amount=amount,
-            local_day=timezone.now().date(),
-            idem_scope=f"k:1|wallet_award_xp|{player_id}",
-            idem_key=key or uuid.uuid4().hex,
-            fingerprint=extra.pop("fingerprint", "ab" * 32),
-            reason="test",
-            **extra,
-        )
-    )
+    request = award_request(player_id=player_id, base_amount=amount, idem_key=key, fingerprint="ab" * 32, **extra)
+    return services.wallet_award(request=request)
 
 
 def lesson(player_id: int, lesson_id: str, key: str, day: dt.date | None = None) -> services.AwardOutcome:
