@@ -7,8 +7,10 @@ particular to them:
   ``X-Device-ID`` header, the ``deviceSession`` scheme only, and 400/401/403/503;
 * service operations (``HasServiceScope`` with ``ServiceKeyAuthentication``): the ``serviceKey``
   scheme only, and 400/401/403/429/503 (every key is rate limited);
-* every operation: 400 (a header over its bound, a malformed body); with a request body also
-  413 and 415; with an ``Idempotency-Key`` header also 409 and 422;
+* student operations also 429: unknown credentials from one address answer 429 past a limit;
+* every operation: 400 (a header over its bound, a malformed body), 405 (another method on its path,
+  with ``Allow``) and 406 (an ``Accept`` that admits no JSON); with a request body also 413 and 415;
+  with an ``Idempotency-Key`` header also 409 and 422;
 * ``Retry-After`` on every 429 and 503.
 
 This module imports no app: authentication and permission classes are recognised by their dotted
@@ -32,6 +34,9 @@ ALLOW_ANY = "rest_framework.permissions.AllowAny"
 DEVICE_SESSION_SCHEME = "deviceSession"
 SERVICE_KEY_SCHEME = "serviceKey"
 
+# A UUID v4 in either case (the server lower-cases it). Headers and paths declare it as a string with
+# this pattern, not ``format: uuid``: a generated client would type it ``UUID`` and put the object
+# itself into a header, which an HTTP client refuses (and ``uuid`` admits any version).
 UUID4_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
 
 
@@ -68,7 +73,8 @@ _DESCRIPTIONS = {
     403: "device_mismatch, device_revoked, device_limit_reached, device_removal_cooldown, permission_denied, "
     "registration_closed, timezone_change_cooldown",
     404: "not_found",
-    405: "method_not_allowed",
+    405: "method_not_allowed (with Allow)",
+    406: "not_acceptable",
     409: "idempotency_in_progress",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -89,7 +95,7 @@ def error_responses(*statuses: int, describe: dict[int, str] | None = None) -> d
 
 DEVICE_ID_HEADER = OpenApiParameter(
     "X-Device-ID",
-    {"type": "string", "format": "uuid"},
+    str,
     OpenApiParameter.HEADER,
     required=True,
     pattern=UUID4_PATTERN,
@@ -124,6 +130,16 @@ _RETRY_AFTER_HEADER = OpenApiParameter(
     response=[429, 503],
     required=True,
     description="Seconds to wait before trying again.",
+)
+
+
+_ALLOW_HEADER = OpenApiParameter(
+    "Allow",
+    str,
+    OpenApiParameter.HEADER,
+    response=[405],
+    required=True,
+    description="The methods this path takes.",
 )
 
 
@@ -188,7 +204,7 @@ class MemoraAutoSchema(AutoSchema):
         parameters = list(super().get_override_parameters())
         if self.audience() == "student":
             parameters.insert(0, DEVICE_ID_HEADER)
-        parameters.append(_RETRY_AFTER_HEADER)
+        parameters += [_RETRY_AFTER_HEADER, _ALLOW_HEADER]
         return parameters
 
     def _process_override_parameters(self, direction: str = "request") -> dict[tuple[str, str], Any]:
@@ -221,11 +237,16 @@ class MemoraAutoSchema(AutoSchema):
         """The error statuses every operation of this kind can answer, with their codes."""
         audience = self.audience()
         idempotent = self._is_idempotent_write()
-        codes: dict[int, list[str]] = {400: ["validation_error"]}
+        codes: dict[int, list[str]] = {
+            400: ["validation_error"],
+            405: ["method_not_allowed: another method on this path (with Allow)"],
+            406: ["not_acceptable: the Accept header admits no application/json"],
+        }
         if audience == "student":
             codes[400].append("invalid_device_id")
             codes[401] = ["not_authenticated", "session_replaced", "session_ended", "session_expired", "device_revoked"]
             codes[403] = ["device_mismatch", "permission_denied"]
+            codes[429] = ["rate_limited: too many unknown credentials from this address (with Retry-After)"]
             codes[503] = ["service_unavailable (with Retry-After)"]
         elif audience == "service":
             codes[401] = ["not_authenticated"]

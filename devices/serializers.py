@@ -2,14 +2,26 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from players.serializers import PlayerOutput, StrictCharField, no_control_characters
+from players.serializers import NO_CONTROL_CHARACTERS, PlayerOutput, StrictCharField, no_control_characters
 
 
 class LoginInput(serializers.Serializer):
     username = StrictCharField(max_length=150, trim_whitespace=False)
     password = StrictCharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
-    device_name = StrictCharField(max_length=64, required=False, allow_blank=True, validators=[no_control_characters])
-    platform = StrictCharField(max_length=32, required=False, allow_blank=True, validators=[no_control_characters])
+    device_name = StrictCharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        validators=[no_control_characters],
+        help_text=NO_CONTROL_CHARACTERS,
+    )
+    platform = StrictCharField(
+        max_length=32,
+        required=False,
+        allow_blank=True,
+        validators=[no_control_characters],
+        help_text=NO_CONTROL_CHARACTERS,
+    )
     replace_device_id = serializers.UUIDField(
         required=False, help_text="One of the devices listed by device_limit_reached."
     )

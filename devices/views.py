@@ -157,7 +157,7 @@ class DeviceViewSet(viewsets.ViewSet):
         parameters=[
             OpenApiParameter(
                 "device_id",
-                {"type": "string", "format": "uuid"},
+                str,
                 OpenApiParameter.PATH,
                 pattern=UUID4_PATTERN,
                 description="The device_id of one of this student's devices.",

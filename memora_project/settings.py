@@ -245,7 +245,7 @@ SPECTACULAR_SETTINGS = {
         "A student's requests carry `Authorization: Bearer <token>` (from login) and `X-Device-ID: <uuid4>`; "
         "a service sends `Authorization: Api-Key <key>`. Every error is JSON `{code, detail}` plus the fields "
         "its code names (`errors`, `reason`, `next_allowed_at`, `retry_after`, `devices`); 429 and 503 also "
-        "send `Retry-After`."
+        "send `Retry-After`. No string field admits U+0000 or a lone surrogate (400 `validation_error`)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+from django.contrib.auth import password_validation
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -45,15 +46,49 @@ class StrictIntegerField(serializers.IntegerField):
         return int(super().to_internal_value(data))
 
 
+NO_CONTROL_CHARACTERS = "No control or invisible characters."
+
+
+def password_min_length() -> int:
+    """The shortest password AUTH_PASSWORD_VALIDATORS admit (at least 1: a blank one never is)."""
+    lengths = [
+        validator.min_length
+        for validator in password_validation.get_default_password_validators()
+        if isinstance(validator, password_validation.MinimumLengthValidator)
+    ]
+    return max([1, *lengths])
+
+
+def new_password_field() -> StrictCharField:
+    """A password being set. The service applies every rule of AUTH_PASSWORD_VALIDATORS (some compare
+    it with the username); the field repeats the minimum length and names the rules, so that the
+    schema states them. Built per serializer instance: the setting is read when it is used."""
+    rules = " ".join(password_validation.password_validators_help_texts())
+    return StrictCharField(
+        min_length=password_min_length(),
+        max_length=128,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text=f"Rules: {rules}",
+    )
+
+
 class RegisterInput(serializers.Serializer):
     username = StrictCharField(max_length=32, validators=[USERNAME_VALIDATOR])
-    password = StrictCharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
-    display_name = StrictCharField(max_length=64, validators=[no_control_characters])
+    password = new_password_field()  # replaced per instance (get_fields)
+    display_name = StrictCharField(max_length=64, validators=[no_control_characters], help_text=NO_CONTROL_CHARACTERS)
     timezone = StrictCharField(max_length=64, required=False, help_text="IANA time zone, default UTC.")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["password"] = new_password_field()
+        return fields
 
 
 class ProfileUpdateInput(serializers.Serializer):
-    display_name = StrictCharField(max_length=64, required=False, validators=[no_control_characters])
+    display_name = StrictCharField(
+        max_length=64, required=False, validators=[no_control_characters], help_text=NO_CONTROL_CHARACTERS
+    )
     timezone = StrictCharField(max_length=64, required=False, help_text="IANA time zone.")
 
 

@@ -20,7 +20,9 @@ from wallets.events import counted_event
 from wallets.models import DeadLetter, LedgerEvent
 
 MAX_PAGE = 100
-_CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+DEFAULT_PAGE = 50
+CURSOR_MAX_LENGTH = 200
+_CURSOR_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{CURSOR_MAX_LENGTH}}}")
 
 
 @dataclass(frozen=True)

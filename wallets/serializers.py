@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import serializers
 
 from players.serializers import StrictCharField, StrictIntegerField
@@ -29,17 +30,14 @@ class LessonCompleteOutput(serializers.Serializer):
 
 class ServiceAwardInput(serializers.Serializer):
     player = StrictIntegerField(min_value=1, max_value=2**53)
-    amount = StrictIntegerField(min_value=1)
+    amount = StrictIntegerField(min_value=1)  # max_value: the setting, read per instance (get_fields)
     reason = StrictCharField(max_length=200)
 
-    def validate_amount(self, value: int) -> int:
-        from django.conf import settings
-
-        if value > settings.MEMORA_XP_MANUAL_MAX:
-            raise serializers.ValidationError(
-                f"Ensure this value is less than or equal to {settings.MEMORA_XP_MANUAL_MAX}."
-            )
-        return value
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # The maximum is a setting: built here, it is both the check and the schema's `maximum`.
+        fields = super().get_fields()
+        fields["amount"] = StrictIntegerField(min_value=1, max_value=settings.MEMORA_XP_MANUAL_MAX)
+        return fields
 
 
 class ServiceAwardOutput(serializers.Serializer):

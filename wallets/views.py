@@ -13,7 +13,7 @@ from core.openapi import error_responses, idempotency_parameters
 from players import timezones
 from players.permissions import HasServiceScope, current_student
 from players.views import json_object
-from wallets import idempotency, selectors, services
+from wallets import idempotency, rules, selectors, services
 from wallets.serializers import (
     HistoryOutput,
     LessonCompleteInput,
@@ -50,17 +50,17 @@ class WalletViewSet(viewsets.ViewSet):
         parameters=[
             OpenApiParameter(
                 "cursor",
-                {"type": "string", "maxLength": 200, "pattern": "^[A-Za-z0-9_-]*$"},
+                {"type": "string", "maxLength": selectors.CURSOR_MAX_LENGTH, "pattern": "^[A-Za-z0-9_-]*$"},
                 OpenApiParameter.QUERY,
                 required=False,
                 description="The opaque cursor of a previous page's next link.",
             ),
             OpenApiParameter(
                 "page_size",
-                {"type": "integer", "minimum": 1, "maximum": selectors.MAX_PAGE},
+                {"type": "integer", "minimum": 1, "maximum": selectors.MAX_PAGE, "default": selectors.DEFAULT_PAGE},
                 OpenApiParameter.QUERY,
                 required=False,
-                description="1-100, default 50",
+                description=f"1-{selectors.MAX_PAGE}, default {selectors.DEFAULT_PAGE}.",
             ),
         ],
         responses={200: HistoryOutput, **error_responses(400, 401, 403, 503)},
@@ -68,14 +68,14 @@ class WalletViewSet(viewsets.ViewSet):
     )
     def history(self, request: Request) -> Response:
         student = current_student(request)
-        raw_size = request.query_params.get("page_size", "50")
+        raw_size = request.query_params.get("page_size", str(selectors.DEFAULT_PAGE))
         # ASCII digits only: "²".isdigit() is true and int() refuses it.
-        if not (raw_size.isascii() and raw_size.isdigit() and len(raw_size) <= 3) or not (
+        if not (raw_size.isascii() and raw_size.isdigit() and len(raw_size) <= len(str(selectors.MAX_PAGE))) or not (
             1 <= int(raw_size) <= selectors.MAX_PAGE
         ):
             raise validation_error({"page_size": [f"An integer from 1 to {selectors.MAX_PAGE}."]})
         cursor = request.query_params.get("cursor") or None
-        if cursor is not None and len(cursor) > 200:
+        if cursor is not None and len(cursor) > selectors.CURSOR_MAX_LENGTH:
             raise validation_error({"cursor": ["Invalid cursor."]})
         page, next_cursor = selectors.wallet_history(player_id=student.player_id, cursor=cursor, limit=int(raw_size))
         next_url = None
@@ -88,7 +88,18 @@ class LessonViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="lesson_complete",
         request=LessonCompleteInput,
-        parameters=idempotency_parameters(),
+        parameters=[
+            OpenApiParameter(
+                "lesson_id",
+                str,
+                OpenApiParameter.PATH,
+                # LESSON_ID_RE is matched whole (fullmatch); anchored for OpenAPI's ECMA regex, where
+                # `$` does not admit a trailing newline either.
+                pattern=f"^{rules.LESSON_ID_RE.pattern}$",
+                description="1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit.",
+            ),
+            *idempotency_parameters(),
+        ],
         responses={201: LessonCompleteOutput, **error_responses(400, 401, 403, 409, 415, 422, 429, 503)},
         tags=["wallet"],
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from django.conf import settings
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
@@ -27,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
 
 from devices import servicekeys
 from memora_project.wsgi import application
+from wallets import selectors
 
 MAX_EXAMPLES = 25  # per operation and generation mode; the whole file stays well under 2 minutes
 SEED = 20261126
@@ -100,6 +102,7 @@ def test_api_answers_within_its_schema(case: Any, credentials_for: Callable[[Any
 
 LESSON = "/api/v1/lessons/{lesson_id}/complete/"
 HISTORY = "/api/v1/wallet/history/"
+REGISTER = "/api/v1/auth/register/"
 AWARD = "/api/v1/wallet/xp/"
 RESTORE = "/api/v1/players/{player_id}/streak/restore/"
 CRAFTED_CURSOR = "MDAwMS0wMS0wMVQwMDowMDowMCsxNDowMHwwYjZjMWMzZS00ZjdhLTRkN2UtOWE1OS0zZjFmMGMyYTlkMTA"
@@ -116,6 +119,25 @@ EXPLICIT = [
     ("award-reason-zero", AWARD, "POST", {"body": {"player": 1, "amount": 5, "reason": 0}}, "service", 400),
     ("award-without-authorization", AWARD, "POST", {"body": {"player": 1, "amount": 5, "reason": "x"}}, None, 401),
     ("restore-without-authorization", RESTORE, "POST", {"body": {"reason": "x"}}, None, 401),
+    # Just past the bounds the schema states (test_schema_bounds.py checks they are the server's).
+    ("lesson-id-65-characters", LESSON, "POST", {"path_parameters": {"lesson_id": "a" * 65}}, "student", 400),
+    ("page-size-over-the-maximum", HISTORY, "GET", {"query": {"page_size": selectors.MAX_PAGE + 1}}, "student", 400),
+    (
+        "award-amount-over-the-maximum",
+        AWARD,
+        "POST",
+        {"body": {"player": 1, "amount": settings.MEMORA_XP_MANUAL_MAX + 1, "reason": "x"}},
+        "service",
+        400,
+    ),
+    (
+        "register-password-too-short",
+        REGISTER,
+        "POST",
+        {"body": {"username": "shortpass", "password": "Zq7#x", "display_name": "Short"}},
+        None,
+        400,
+    ),
 ]
 
 
@@ -146,6 +168,9 @@ def test_explicit_hostile_inputs(
         path_parameters["lesson_id"] = "algebra-1"
     if "{player_id}" in path:
         path_parameters["player_id"] = 1
+    path_parameters |= arguments.pop("path_parameters", {})
+    if method == "POST":
+        arguments.setdefault("body", {})
     if method == "POST":
         headers["Idempotency-Key"] = "explicit-1"
     case = operation.Case(
