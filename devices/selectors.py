@@ -64,7 +64,15 @@ def cache_snapshot(*, player_id: int) -> tuple[int, dict[str, Any]] | None:
         "tze": _epoch(profile.timezone_effective_at) if profile.timezone_effective_at else "",
         "devs": ",".join(str(d) for d in device_list_active(player_id=player_id).values_list("device_id", flat=True)),
     }
-    live = PlayerSession.objects.select_related("device").filter(player_id=player_id, is_live=True).first()
+    # The live session and the most recent ended ones, in one query (a live session sorts first:
+    # its ended_at is NULL). Ended sessions past their lifetime keep their tombstone too: ended
+    # outranks expired, as on the database path; older tokens read as unknown.
+    sessions = list(
+        PlayerSession.objects.select_related("device")
+        .filter(player_id=player_id)
+        .order_by(F("ended_at").desc(nulls_first=True), "-id")[: TOMBSTONE_LIMIT + 1]
+    )
+    live = next((x for x in sessions if x.is_live), None)
     if live is not None and live.device.revoked_at is None:
         fields.update(
             {
@@ -79,14 +87,7 @@ def cache_snapshot(*, player_id: int) -> tuple[int, dict[str, Any]] | None:
                 "seenw": _epoch(live.last_seen_at),
             }
         )
-    # Ended sessions past their lifetime keep their tombstone too: ended outranks expired, as on
-    # the database path. The most recent ones are enough (older tokens read as unknown).
-    ended = (
-        PlayerSession.objects.select_related("device")
-        .filter(player_id=player_id, is_live__isnull=True)
-        .order_by("-ended_at", "-id")[:TOMBSTONE_LIMIT]
-    )
-    for session in ended:
+    for session in [x for x in sessions if x.is_live is None][:TOMBSTONE_LIMIT]:
         fields[f"t:{session.token_digest}"] = tombstone_for(session)
     if live is not None and live.device.revoked_at is not None:
         fields[f"t:{live.token_digest}"] = "device_revoked|"

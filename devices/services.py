@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core import hotstate
@@ -54,14 +54,23 @@ def iso(value: dt.datetime) -> str:
 # --- cache synchronisation ------------------------------------------------------------------------
 
 
-def _bump(*, player_id: int, now: dt.datetime) -> int:
-    """Bump the generation and leave an outbox row, inside the caller's transaction."""
-    state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player_id=player_id)
+def _bump(*, player_id: int, now: dt.datetime, state: PlayerAuthState | None = None) -> int:
+    """Bump the generation and leave an outbox row, inside the caller's transaction (``state``:
+    the row when the caller already holds it locked)."""
+    if state is None:
+        state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player_id=player_id)
     state.generation += 1
     state.save(update_fields=["generation"])
     CacheOutbox.objects.create(player_id=player_id, generation=state.generation, created_at=now)
     transaction.on_commit(lambda: auth_cache_sync(player_id=player_id))
     return state.generation
+
+
+def _outbox_done(*, player_id: int, generation: int) -> None:
+    """One DELETE (no collector, no transaction of its own: the outbox has no dependants)."""
+    table = connection.ops.quote_name(CacheOutbox._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE player_id = %s AND generation <= %s", [player_id, generation])  # noqa: S608
 
 
 def auth_cache_sync(*, player_id: int) -> bool:
@@ -92,7 +101,7 @@ def auth_cache_sync(*, player_id: int) -> bool:
         return False
     cache.stale_players.discard(player_id)
     # A refused write means Redis already holds a newer generation: this row is done either way.
-    CacheOutbox.objects.filter(player_id=player_id, generation__lte=generation).delete()
+    _outbox_done(player_id=player_id, generation=generation)
     return True
 
 
@@ -281,7 +290,7 @@ def session_login(
         expires_at=now + dt.timedelta(seconds=settings.MEMORA_SESSION_LIFETIME),
         last_seen_at=now,
     )
-    _bump(player_id=profile.pk, now=now)
+    _bump(player_id=profile.pk, now=now, state=state)
     return LoginResult(token=token, device_proof=proof, session=session, device=device, profile=profile)
 
 

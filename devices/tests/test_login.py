@@ -346,3 +346,16 @@ def test_garbled_forwarded_for_never_becomes_the_client(settings):
     settings.MEMORA_TRUSTED_PROXIES = ["10.0.0.0/8"]
     for garbage in ["garbage", "1.2.3.4, not-an-ip", "1.2.3.4, 999.1.1.1", "\x00", "é, 1.2.3.4x"]:
         assert ip_of("10.0.0.1", garbage) == "10.0.0.1", garbage
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_login_costs_at_most_sixteen_statements_and_four_round_trips(student_factory, django_assert_max_num_queries):
+    """The login's own work besides the hash (issue 14): one transaction, the Redis copy written from
+    one read of the student, the outbox row deleted by one statement."""
+    from devices.tests.helpers import count_redis_round_trips
+
+    student = student_factory(login=False)
+    assert student.login().status_code == 200
+    with django_assert_max_num_queries(16), count_redis_round_trips() as trips:
+        assert student.login().status_code == 200
+    assert len(trips.commands) <= 4
