@@ -106,7 +106,7 @@ class StudentOverviewAdmin(StudentAdmin):
             raise PermissionDenied
         profile = get_object_or_404(PlayerProfile.objects.select_related("user"), pk=player_id)
         now = timezone.now()
-        today = timezones.local_day(now, profile.timezone)
+        today = timezones.student_day(profile, now)
         wallet = wallet_services.wallet_read(player_id=player_id, today=today)
         stored = PlayerWallet.objects.filter(player_id=player_id).first()
         history, _ = wallet_selectors.wallet_history(player_id=player_id, cursor=None, limit=50)
@@ -276,9 +276,7 @@ class StudentOverviewAdmin(StudentAdmin):
 
     def restore_streak_view(self, request: HttpRequest, player_id: int) -> HttpResponse:
         profile = self._student(request, player_id, RESTORE_PERMISSION)
-        wallet = wallet_services.wallet_read(
-            player_id=profile.pk, today=timezones.local_day(timezone.now(), profile.timezone)
-        )
+        wallet = wallet_services.wallet_read(player_id=profile.pk, today=timezones.student_day(profile, timezone.now()))
         stored = PlayerWallet.objects.filter(player_id=profile.pk).first()
         return self._confirm(
             request,

@@ -37,7 +37,7 @@ class PlayerPrincipal:
         return self.player_id
 
     def effective_timezone(self, at: dt.datetime) -> str:
-        return timezones.effective(self.timezone, self.timezone_pending, self.timezone_effective_at, at)
+        return timezones.student_zone(self, at)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from players.signals import profile_changed
 
 def player_promote_timezone(*, profile: PlayerProfile, now: dt.datetime) -> bool:
     """Make a pending timezone current once its local midnight has passed (on the given object)."""
-    in_force = timezones.effective(profile.timezone, profile.timezone_pending, profile.timezone_effective_at, now)
+    in_force = timezones.student_zone(profile, now)
     if profile.timezone_pending and in_force == profile.timezone_pending:
         profile.timezone = profile.timezone_pending
         profile.timezone_pending = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from functools import lru_cache
+from typing import Protocol
 
 
 @lru_cache(maxsize=1)
@@ -30,6 +31,29 @@ def effective(tz_name: str, pending: str, effective_at: dt.datetime | None, at: 
 
 def local_day(at: dt.datetime, tz_name: str) -> dt.date:
     return at.astimezone(zone(tz_name)).date()
+
+
+class HasTimezone(Protocol):
+    """A student's zone settings: the profile, or the verified principal of a request."""
+
+    @property
+    def timezone(self) -> str: ...
+
+    @property
+    def timezone_pending(self) -> str: ...
+
+    @property
+    def timezone_effective_at(self) -> dt.datetime | None: ...
+
+
+def student_zone(student: HasTimezone, at: dt.datetime) -> str:
+    return effective(student.timezone, student.timezone_pending, student.timezone_effective_at, at)
+
+
+def student_day(student: HasTimezone, at: dt.datetime) -> dt.date:
+    """The student's local day at ``at``: the one rule for every "today" (a pending zone change
+    counts from its local midnight on)."""
+    return local_day(at, student_zone(student, at))
 
 
 def next_local_midnight(at: dt.datetime, tz_name: str) -> dt.datetime:

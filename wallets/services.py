@@ -80,8 +80,7 @@ def _nothing_to_restore() -> ApiError:
 
 
 def local_day_for(*, profile: PlayerProfile, at: dt.datetime) -> dt.date:
-    tz = timezones.effective(profile.timezone, profile.timezone_pending, profile.timezone_effective_at, at)
-    return timezones.local_day(at, tz)
+    return timezones.student_day(profile, at)
 
 
 # --- awards ---------------------------------------------------------------------------------------

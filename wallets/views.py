@@ -42,7 +42,7 @@ class WalletViewSet(viewsets.ViewSet):
     def retrieve(self, request: Request) -> Response:
         student = current_student(request)
         now = timezone.now()
-        today = timezones.local_day(now, student.effective_timezone(now))
+        today = timezones.student_day(student, now)
         return Response(services.wallet_read(player_id=student.player_id, today=today))
 
     @extend_schema(
