@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # The check's own Lua script through bare redis-py (same keys and arguments as verify sends):
     # splits verify's time between the script's work in Redis and verify's Python around it.
-    check_sha = client.script_load(cache._check.source)
+    check_sha = client.script_load(cache.check_script.source)
     lua_calls = []
     for _, token, device in sessions:
         parsed = tokens.token_parse(token)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         generation, template = selectors.cache_snapshot(player_id=pids[0])  # type: ignore[misc]
         template = {k: str(v) for k, v in template.items() if not k.startswith("t:")}
         r = common.redis_client()
-        write = r.register_script(cache._write.source)
+        write = r.register_script(cache.write_script.source)
         big: list[tuple[str, str]] = []
         ttl = settings.MEMORA_SESSION_LIFETIME + 86400
         pipe = r.pipeline(transaction=False)

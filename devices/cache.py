@@ -38,10 +38,10 @@ def seen_key(shard: int) -> str:
     return f"{hotstate.shard_prefix(shard)}seen"
 
 
-_check = hotstate.LuaScript.load(
+check_script = hotstate.LuaScript.load(
     __file__, "check", args=("digest", "device_id", "now", "idle", "write_interval", "player_id", "identity")
 )
-_write = hotstate.LuaScript.load(__file__, "write", args=("generation", "ttl", "fields_json", "identity"))
+write_script = hotstate.LuaScript.load(__file__, "write", args=("generation", "ttl", "fields_json", "identity"))
 
 
 def check(
@@ -49,7 +49,7 @@ def check(
 ) -> list[Any]:
     """One round trip; raises RedisUnavailable."""
     keys = [auth_key(player_id), seen_key(hotstate.shard_of(player_id)), unknown_key(player_id, token_digest)]
-    args = _check.argv(
+    args = check_script.argv(
         {
             "digest": token_digest,
             "device_id": device_id,
@@ -60,7 +60,7 @@ def check(
             "identity": IDENTITY,
         }
     )
-    result = hotstate.call(lambda r: _check(r, keys, args))
+    result = hotstate.call(lambda r: check_script(r, keys, args))
     return [v.decode() if isinstance(v, bytes) else v for v in result]
 
 
@@ -69,10 +69,10 @@ def write(*, player_id: int, generation: int, ttl: int, fields: dict[str, Any]) 
     payload = json.dumps(fields)
     return bool(
         hotstate.call(
-            lambda r: _write(
+            lambda r: write_script(
                 r,
                 [auth_key(player_id)],
-                _write.argv({"generation": generation, "ttl": ttl, "fields_json": payload, "identity": IDENTITY}),
+                write_script.argv({"generation": generation, "ttl": ttl, "fields_json": payload, "identity": IDENTITY}),
             )
         )
     )
