@@ -156,13 +156,11 @@ def ledger_rows(pid: int, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]
     import json
 
     from django.db import connection
-    from django.utils import timezone
 
-    from wallets.events import PendingEvent, sql_datetime
+    from wallets.events import PendingEvent
 
     native = bool(connection.features.has_native_uuid_field)
-    now = sql_datetime(timezone.now())
-    return [PendingEvent.from_redis(pid, json.dumps(e)).row(native_uuid=native, flushed_at=now) for e in events]
+    return [PendingEvent.from_redis(pid, json.dumps(e)).row(native_uuid=native) for e in events]
 
 
 WALLET_FROM_EVENT = {

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from memora_project import hotstate, metrics
 from players.models import PlayerProfile
-from wallets import cache, services
+from wallets import cache, selectors, services
 from wallets.events import LEDGER_COLUMNS, PendingEvent, sql_datetime
 from wallets.models import DeadLetter, FlushRun, LedgerEvent, PlayerWallet, WalletOutbox
 
@@ -275,8 +275,16 @@ class _Chunk:
     ) -> dict[int, list[PendingEvent]]:
         """Every event already written (by id, at or below the mark), already dead-lettered, or
         of a request already counted (by key digest): dropped."""
-        suspects = [e.event_id for pid, events in decoded.items() for e in events if e.order <= wallets[pid].mark]
-        written = self._ids_in(LedgerEvent, suspects) if suspects else set()
+        suspects = [
+            (pid, e.event_id, e.accepted_at)
+            for pid, events in decoded.items()
+            for e in events
+            if e.order <= wallets[pid].mark
+        ]
+        written: set[uuid.UUID] = set()
+        if suspects:
+            written = selectors.ledger_events_written(suspects)
+            self.statements += -(-len(suspects) // 1000)
         lettered: set[uuid.UUID] = set()
         if DeadLetter.objects.exists():
             lettered = self._ids_in(DeadLetter, [e.event_id for events in decoded.values() for e in events])
@@ -307,7 +315,6 @@ class _Chunk:
         return fresh
 
     def _insert(self, fresh: dict[int, list[PendingEvent]], letters: list[DeadLetter]) -> dict[int, list[PendingEvent]]:
-        flushed_at = sql_datetime(self.now)
         events = [e for pid in sorted(fresh) for e in fresh[pid]]
         inserted: dict[int, list[PendingEvent]] = {}
         for i in range(0, len(events), _INSERT_BATCH):
@@ -315,27 +322,25 @@ class _Chunk:
             try:
                 with transaction.atomic(), connection.cursor() as cursor:
                     _one_statement_per_call(cursor)
-                    cursor.executemany(
-                        _insert_sql(), [e.row(native_uuid=self.native_uuid, flushed_at=flushed_at) for e in batch]
-                    )
+                    cursor.executemany(_insert_sql(), [e.row(native_uuid=self.native_uuid) for e in batch])
                 self.statements += 1
                 accepted = batch
             except OperationalError as exc:
                 if _is_outage(exc):
                     raise
-                accepted = self._one_by_one(batch, letters, flushed_at)
+                accepted = self._one_by_one(batch, letters)
             except DatabaseError:
-                accepted = self._one_by_one(batch, letters, flushed_at)
+                accepted = self._one_by_one(batch, letters)
             for e in accepted:
                 inserted.setdefault(e.player_id, []).append(e)
         return inserted
 
-    def _one_by_one(self, batch: list[PendingEvent], letters: list[DeadLetter], flushed_at: str) -> list[PendingEvent]:
+    def _one_by_one(self, batch: list[PendingEvent], letters: list[DeadLetter]) -> list[PendingEvent]:
         accepted = []
         for e in batch:
             try:
                 with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(_insert_sql(), e.row(native_uuid=self.native_uuid, flushed_at=flushed_at))
+                    cursor.execute(_insert_sql(), e.row(native_uuid=self.native_uuid))
                 accepted.append(e)
             except OperationalError as exc:
                 if _is_outage(exc):
