@@ -3,7 +3,7 @@
 Rows as the flush writes them (``wallets.events.PendingEvent.row``, the same columns and values),
 for ``--students`` students x ``--events`` events each, inserted in the order awards arrive (round
 robin over the students, as the flush writes one chunk after another), into the benchmarks' own
-database; the table is emptied first and after.
+database; the table is emptied first and after (``--keep``: left filled).
 
     DJANGO_SETTINGS_MODULE=bench.settings python -m bench.ledger_size [--students 50000 --events 20]
 """
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--students", type=int, default=50_000)
     parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="leave the rows in the ledger (bench.ledger_variants)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     common.setup()
     common.ensure_database()
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [table],
         )
         per_index = {name: int(size) for name, size in cursor.fetchall()}
-        cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+        if not args.keep:
+            cursor.execute(f"TRUNCATE TABLE {table}")
     result = {
         "rows": rows,
         "data_bytes": int(data),

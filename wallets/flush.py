@@ -190,14 +190,16 @@ class _Chunk:
         return found
 
     def _requests_in_ledger(self, pairs: set[tuple[int, bytes]]) -> set[tuple[int, bytes]]:
+        """The (student, key digest) pairs already counted: among each student's rows younger than
+        the TTL (the history index's range; the digest has no index of its own)."""
         cutoff = self.now - dt.timedelta(seconds=settings.MEMORA_IDEMPOTENCY_TTL)
-        digests = sorted({d for _, d in pairs})
+        pids = sorted({pid for pid, _ in pairs})
         found: set[tuple[int, bytes]] = set()
-        for i in range(0, len(digests), _LOOKUP_BATCH):
+        for i in range(0, len(pids), _LOOKUP_BATCH):
             rows = LedgerEvent.objects.filter(
-                idem_digest__in=digests[i : i + _LOOKUP_BATCH], accepted_at__gte=cutoff
+                player_id__in=pids[i : i + _LOOKUP_BATCH], accepted_at__gte=cutoff, idem_digest__isnull=False
             ).values_list("player_id", "idem_digest")
-            found |= {(pid, bytes(d or b"")) for pid, d in rows if (pid, bytes(d or b"")) in pairs}
+            found |= {(pid, bytes(d)) for pid, d in rows if (pid, bytes(d)) in pairs}
             self.statements += 1
         return found
 

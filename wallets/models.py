@@ -140,9 +140,11 @@ class LedgerEvent(models.Model):
 
     The clustered key is a BIGINT (a random UUID primary key made bulk inserts 3x slower once the
     table outgrew the buffer pool; an INT would run out after about 12 years at a million events a
-    day). An event is found by (student, accepted time, event id): every reader of an event id
-    (the flush, the cold rebuild, a dead-letter retry) holds the event and therefore its student
-    and time, so the history index serves it and the same event can be written only once.
+    day). The history index (student, accepted time, event id) serves three of the four lookups:
+    the history; an event by id, since every reader of an id (the flush, the cold rebuild, a
+    dead-letter retry) holds the event and therefore its student and time; and a key digest, which
+    is always looked up among one student's requests younger than the idempotency TTL (the digest
+    is read from those rows). Unique, it keeps the same event from being written twice.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -157,8 +159,9 @@ class LedgerEvent(models.Model):
     local_day = models.DateField()
     # Digests of the request's (scope, key) and of its fingerprint, never the raw key: a client's key
     # never exceeds a column and case always counts. Every event of one request (a lesson and the
-    # freezes it used or earned) carries the request's key digest. Not unique: a key older than
-    # the idempotency TTL is a new request; the writers, holding the wallet row lock, keep the rest.
+    # freezes it used or earned) carries the request's key digest. Not unique, and not indexed: a
+    # key older than the idempotency TTL is a new request; the writers, holding the wallet row
+    # lock, look it up among the student's rows younger than the TTL (the history index).
     idem_digest = DigestField(null=True, blank=True)
     fp_digest = DigestField(null=True, blank=True, length=FP_DIGEST_BYTES)
     # The wallet after the event, in the (generation, version) order; with `capped` and the day's
@@ -193,7 +196,6 @@ class LedgerEvent(models.Model):
             # The day's lessons (the cap, same-day repeats): a student's rows of one day are few,
             # so the kind is read from the row, not kept in the index.
             models.Index(fields=["player", "local_day"], name="ledger_player_day"),
-            models.Index(fields=["idem_digest"], name="ledger_idem_digest"),
         ]
 
     def __str__(self) -> str:

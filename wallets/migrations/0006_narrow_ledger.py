@@ -1,6 +1,7 @@
 """A narrow ledger row (issue 14): the kind as a one-byte code, a 64-bit fingerprint digest, INT
-generation and version, no `source` or `flushed_at`, NULL for no actor; the event id found through
-the history index (made unique) instead of an index of its own; the day's index without the kind.
+generation and version, no `source` or `flushed_at`, NULL for no actor; the event id and the key
+digest found through the history index (made unique: student, accepted time, event id) instead
+of indexes of their own; the day's index without the kind.
 
 Online on MariaDB: the new columns are added instantly (nullable), existing rows are converted in
 batches of ids, each committed on its own (a production ledger never sits in one transaction),
@@ -48,6 +49,7 @@ def convert(apps: Any, schema_editor: Any) -> None:
 
 STATE_OPERATIONS = [
     migrations.RemoveIndex(model_name="ledgerevent", name="ledger_player_accepted"),
+    migrations.RemoveIndex(model_name="ledgerevent", name="ledger_idem_digest"),
     migrations.RemoveIndex(model_name="ledgerevent", name="ledger_player_day"),
     migrations.RemoveField(model_name="ledgerevent", name="kind"),
     migrations.RemoveField(model_name="ledgerevent", name="fp_digest"),
@@ -124,7 +126,7 @@ class SwapColumns(migrations.operations.base.Operation):
         schema_editor.execute(
             f"ALTER TABLE {q(TABLE)} "
             + "".join(f"DROP INDEX {q(name)}, " for name in event_id_unique)
-            + "DROP INDEX ledger_player_accepted, DROP INDEX ledger_player_day, "
+            + "DROP INDEX ledger_player_accepted, DROP INDEX ledger_player_day, DROP INDEX ledger_idem_digest, "
             "DROP COLUMN kind, DROP COLUMN fp_digest, DROP COLUMN generation, DROP COLUMN version, "
             "DROP COLUMN source, DROP COLUMN flushed_at, "
             "CHANGE kind_code kind tinyint unsigned NOT NULL, "
