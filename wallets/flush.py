@@ -199,7 +199,7 @@ class _Chunk:
             rows = LedgerEvent.objects.filter(
                 player_id__in=pids[i : i + _LOOKUP_BATCH], accepted_at__gte=cutoff, idem_digest__isnull=False
             ).values_list("player_id", "idem_digest")
-            found |= {(pid, bytes(d)) for pid, d in rows if (pid, bytes(d)) in pairs}
+            found |= {(pid, bytes(d or b"")) for pid, d in rows if (pid, bytes(d or b"")) in pairs}
             self.statements += 1
         return found
 
