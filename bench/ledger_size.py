@@ -3,7 +3,7 @@
 Rows as the flush writes them (``wallets.events.PendingEvent.row``, the same columns and values),
 for ``--students`` students x ``--events`` events each, inserted in the order awards arrive (round
 robin over the students, as the flush writes one chunk after another), into the benchmarks' own
-database; the table is emptied first and after.
+database; the table is emptied first and after (``--keep``: left filled).
 
     DJANGO_SETTINGS_MODULE=bench.settings python -m bench.ledger_size [--students 50000 --events 20]
 """
@@ -54,25 +54,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--students", type=int, default=50_000)
     parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="leave the rows in the ledger (bench.ledger_variants)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     common.setup()
     common.ensure_database()
     from django.db import connection
-    from django.utils import timezone
 
-    from wallets.events import LEDGER_COLUMNS, PendingEvent, sql_datetime
+    from wallets.events import LEDGER_COLUMNS, PendingEvent
     from wallets.models import LedgerEvent
 
     pids = common.ensure_students(args.students)
     table = LedgerEvent._meta.db_table
     rng = random.Random(7)
-    now = sql_datetime(timezone.now())
     columns = ", ".join(connection.ops.quote_name(c) for c in LEDGER_COLUMNS)
     sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))})"  # noqa: S608
     day = dt.date(2026, 11, 30)
     t0 = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+        # TRUNCATE, not DELETE: a fresh tablespace in the current layout (a migrated table's rows
+        # would otherwise land among pages of deleted ones, beside columns dropped in place).
+        cursor.execute(f"TRUNCATE TABLE {table}")
         raw: Any = cursor.cursor.cursor  # type: ignore[attr-defined]
         raw.max_stmt_length = 8 * 1024 * 1024
         batch: list[tuple[Any, ...]] = []
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for pid in pids:
                 at += 0.0001
                 event = PendingEvent.from_redis(pid, json.dumps(_event(pid, n, day, at, rng)))
-                batch.append(event.row(native_uuid=True, flushed_at=now))
+                batch.append(event.row(native_uuid=True))
                 if len(batch) >= 2000:
                     cursor.executemany(sql, batch)
                     batch.clear()
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [table],
         )
         per_index = {name: int(size) for name, size in cursor.fetchall()}
-        cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+        if not args.keep:
+            cursor.execute(f"TRUNCATE TABLE {table}")
     result = {
         "rows": rows,
         "data_bytes": int(data),

@@ -17,6 +17,9 @@ from bench.common import RESULTS, ROOT
 
 OUT = ROOT / "docs" / "BENCHMARKS.md"
 FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
+# The first build's flush (wide ledger rows: raw keys, fingerprints and responses; docs/BENCHMARKS.md
+# of 2026-11-26): (students, awards) -> (flush s, raw SQL s), shown beside a new run's.
+FIRST_BUILD_FLUSH = {(50000, 20): (80.7, 51.6), (50000, 1): (7.7, 4.0)}
 
 
 def load(part: str) -> dict[str, Any] | None:
@@ -349,12 +352,16 @@ def flush_section(p: dict[str, Any], targets: Targets) -> list[str]:
         raw = case.get("raw")
         if not raw or case["students"] < 50000:
             continue
-        bound = 2 if case["awards"] > 1 else 3
+        # (v3) 1.5 times raw SQL of the same narrow rows at 20 awards a student; the first build's
+        # figures (wide rows, 2026-11-26) beside the new ones.
+        bound = 1.5 if case["awards"] > 1 else 3
         ratio = case["flush"]["seconds"] / raw["sql_seconds"]
+        first = FIRST_BUILD_FLUSH.get((case["students"], case["awards"]))
+        before = f"; first build {first[0]} s vs raw {first[1]} s = {f(first[0] / first[1], 2)}×" if first else ""
         targets.add(
-            f"flush of {case['students']:,} × {case['awards']} ≤ {bound}× raw SQL",
+            f"{'(v3) ' if case['awards'] > 1 else ''}flush of {case['students']:,} × {case['awards']} ≤ {bound}× raw SQL",
             "< 5 min",
-            f"{f(case['flush']['seconds'], 1)} s vs raw {f(raw['sql_seconds'], 1)} s",
+            f"{f(case['flush']['seconds'], 1)} s vs raw {f(raw['sql_seconds'], 1)} s{before}",
             f"{f(ratio, 2)}×",
             ratio <= bound and case["flush"]["seconds"] < 300 and case["check"]["ok"],
         )

@@ -19,9 +19,9 @@ from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from core.errors import ApiError, validation_error
-from wallets import flush, services
-from wallets.events import PendingEvent, sql_datetime
-from wallets.models import DeadLetter, LedgerEvent, PlayerWallet, WalletOutbox
+from wallets import flush, selectors, services
+from wallets.events import PendingEvent
+from wallets.models import DeadLetter, PlayerWallet, WalletOutbox
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _request_counted_elsewhere(event: PendingEvent) -> bool:
 
 def _insert(event: PendingEvent, now: dt.datetime) -> str | None:
     """The flush's plain INSERT of one row, in a savepoint; the database's refusal, or None."""
-    row = event.row(native_uuid=bool(connection.features.has_native_uuid_field), flushed_at=sql_datetime(now))
+    row = event.row(native_uuid=bool(connection.features.has_native_uuid_field))
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(flush._insert_sql(), row)
@@ -154,7 +154,7 @@ def _retry(*, letter_id: int, player_id: int, actor: str) -> DeadLetterOutcome:
         event = PendingEvent.from_redis(player_id, letter.payload)
     except (ValueError, KeyError, TypeError) as exc:
         return _still_refused(letter, f"undecodable: {exc}")
-    if LedgerEvent.objects.filter(event_id=event.event_id).exists():
+    if selectors.ledger_events_written([(player_id, event.event_id, event.accepted_at)]):
         note = "already in the ledger; nothing added"
         _resolve(letter, resolution="retried", actor=actor, reason=note, now=now)
         _rebuild_after_commit(player_id)

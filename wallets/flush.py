@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from core import hotstate, metrics
 from players.models import PlayerProfile
-from wallets import cache, services
+from wallets import cache, selectors, services
 from wallets.events import LEDGER_COLUMNS, PendingEvent, sql_datetime
 from wallets.models import DeadLetter, FlushRun, LedgerEvent, PlayerWallet, WalletOutbox
 
@@ -190,12 +190,14 @@ class _Chunk:
         return found
 
     def _requests_in_ledger(self, pairs: set[tuple[int, bytes]]) -> set[tuple[int, bytes]]:
+        """The (student, key digest) pairs already counted: among each student's rows younger than
+        the TTL (the history index's range; the digest has no index of its own)."""
         cutoff = self.now - dt.timedelta(seconds=settings.MEMORA_IDEMPOTENCY_TTL)
-        digests = sorted({d for _, d in pairs})
+        pids = sorted({pid for pid, _ in pairs})
         found: set[tuple[int, bytes]] = set()
-        for i in range(0, len(digests), _LOOKUP_BATCH):
+        for i in range(0, len(pids), _LOOKUP_BATCH):
             rows = LedgerEvent.objects.filter(
-                idem_digest__in=digests[i : i + _LOOKUP_BATCH], accepted_at__gte=cutoff
+                player_id__in=pids[i : i + _LOOKUP_BATCH], accepted_at__gte=cutoff, idem_digest__isnull=False
             ).values_list("player_id", "idem_digest")
             found |= {(pid, bytes(d or b"")) for pid, d in rows if (pid, bytes(d or b"")) in pairs}
             self.statements += 1
@@ -275,8 +277,16 @@ class _Chunk:
     ) -> dict[int, list[PendingEvent]]:
         """Every event already written (by id, at or below the mark), already dead-lettered, or
         of a request already counted (by key digest): dropped."""
-        suspects = [e.event_id for pid, events in decoded.items() for e in events if e.order <= wallets[pid].mark]
-        written = self._ids_in(LedgerEvent, suspects) if suspects else set()
+        suspects = [
+            (pid, e.event_id, e.accepted_at)
+            for pid, events in decoded.items()
+            for e in events
+            if e.order <= wallets[pid].mark
+        ]
+        written: set[uuid.UUID] = set()
+        if suspects:
+            written = selectors.ledger_events_written(suspects)
+            self.statements += -(-len(suspects) // 1000)
         lettered: set[uuid.UUID] = set()
         if DeadLetter.objects.exists():
             lettered = self._ids_in(DeadLetter, [e.event_id for events in decoded.values() for e in events])
@@ -307,7 +317,6 @@ class _Chunk:
         return fresh
 
     def _insert(self, fresh: dict[int, list[PendingEvent]], letters: list[DeadLetter]) -> dict[int, list[PendingEvent]]:
-        flushed_at = sql_datetime(self.now)
         events = [e for pid in sorted(fresh) for e in fresh[pid]]
         inserted: dict[int, list[PendingEvent]] = {}
         for i in range(0, len(events), _INSERT_BATCH):
@@ -315,27 +324,25 @@ class _Chunk:
             try:
                 with transaction.atomic(), connection.cursor() as cursor:
                     _one_statement_per_call(cursor)
-                    cursor.executemany(
-                        _insert_sql(), [e.row(native_uuid=self.native_uuid, flushed_at=flushed_at) for e in batch]
-                    )
+                    cursor.executemany(_insert_sql(), [e.row(native_uuid=self.native_uuid) for e in batch])
                 self.statements += 1
                 accepted = batch
             except OperationalError as exc:
                 if _is_outage(exc):
                     raise
-                accepted = self._one_by_one(batch, letters, flushed_at)
+                accepted = self._one_by_one(batch, letters)
             except DatabaseError:
-                accepted = self._one_by_one(batch, letters, flushed_at)
+                accepted = self._one_by_one(batch, letters)
             for e in accepted:
                 inserted.setdefault(e.player_id, []).append(e)
         return inserted
 
-    def _one_by_one(self, batch: list[PendingEvent], letters: list[DeadLetter], flushed_at: str) -> list[PendingEvent]:
+    def _one_by_one(self, batch: list[PendingEvent], letters: list[DeadLetter]) -> list[PendingEvent]:
         accepted = []
         for e in batch:
             try:
                 with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(_insert_sql(), e.row(native_uuid=self.native_uuid, flushed_at=flushed_at))
+                    cursor.execute(_insert_sql(), e.row(native_uuid=self.native_uuid))
                 accepted.append(e)
             except OperationalError as exc:
                 if _is_outage(exc):

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from core.errors import ApiError
-from wallets.models import DIGEST_BYTES
+from wallets.models import DIGEST_BYTES, FP_DIGEST_BYTES
 
 
 def key_from_header(raw: str | None) -> str:
@@ -38,10 +38,20 @@ def key_digest(scope_value: str, key: str) -> str:
 
 
 def fingerprint_digest(fingerprint_hex: str) -> str:
-    """The 128 bits of a fingerprint that the ledger and the Redis record compare (hex)."""
-    return fingerprint_hex[: DIGEST_BYTES * 2]
+    """The 64 bits of a fingerprint that the ledger and the Redis record compare (hex)."""
+    return fingerprint_hex[: FP_DIGEST_BYTES * 2]
 
 
-def ledger_digest(hex_digest: str) -> bytes:
-    """A digest as the ledger stores it: its first 128 bits, binary (case always counts)."""
-    return bytes.fromhex(hex_digest[: DIGEST_BYTES * 2])
+def ledger_digest(hex_digest: str, size: int = DIGEST_BYTES) -> bytes:
+    """A digest as the ledger stores it: its first ``size`` bytes, binary (case always counts)."""
+    return bytes.fromhex(hex_digest[: size * 2])
+
+
+def ledger_fp_digest(hex_digest: str) -> bytes:
+    return ledger_digest(hex_digest, FP_DIGEST_BYTES)
+
+
+def same_fingerprint(stored: bytes | memoryview | None, request_fp_hex: str) -> bool:
+    """A stored fingerprint digest (a row written before the ledger kept 64 bits has 128) against a
+    request's."""
+    return bytes(stored or b"")[:FP_DIGEST_BYTES] == ledger_fp_digest(request_fp_hex)

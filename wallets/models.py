@@ -7,8 +7,12 @@ from django.db import models
 
 from players.models import PlayerProfile
 
-# Bytes of the idempotency and fingerprint digests the ledger keeps (128 bits of SHA-256).
+# Bytes of the idempotency key digest the ledger keeps (128 bits of SHA-256): it names a request.
 DIGEST_BYTES = 16
+# Bytes of the fingerprint digest the ledger keeps (64 bits): it only tells, under a key already
+# found, whether a retry is the same request; a different body passing for the same one needs a
+# 2^-64 chance on a key the client itself reused.
+FP_DIGEST_BYTES = 8
 
 
 class DigestField(models.BinaryField):
@@ -41,6 +45,47 @@ class ExactCharField(models.CharField):
         if connection.vendor == "mysql":
             return f"varchar({self.max_length}) CHARACTER SET ascii COLLATE ascii_bin"
         return super().db_type(connection) or f"varchar({self.max_length})"
+
+
+# The one-byte codes of the event kinds in the ledger: fixed for good (a code, once written, keeps
+# its meaning; a new kind takes a new code).
+EVENT_KIND_CODES: dict[str, int] = {
+    "lesson": 1,
+    "service": 2,
+    "freeze_earned": 3,
+    "freeze_used": 4,
+    "streak_restored": 5,
+}
+EVENT_KIND_NAMES: dict[int, str] = {code: name for name, code in EVENT_KIND_CODES.items()}
+
+
+class KindField(models.CharField):
+    """An event's kind: ``EventKind``'s strings in Python (choices, filters, the admin, the API),
+    a one-byte code in the table (``TINYINT UNSIGNED`` on MariaDB). Callers never see the code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 16)
+        super().__init__(*args, **kwargs)
+
+    def db_type(self, connection: Any) -> str:
+        return "tinyint unsigned" if connection.vendor == "mysql" else "smallint"
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        if value is None:
+            return None
+        try:
+            return EVENT_KIND_CODES[str(value)]
+        except KeyError:
+            raise ValueError(f"unknown event kind {value!r}") from None
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return None if value is None else EVENT_KIND_NAMES[int(value)]
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, int):
+            return EVENT_KIND_NAMES[value]
+        return super().to_python(value)
 
 
 class PlayerWallet(models.Model):
@@ -91,13 +136,21 @@ class EventKind(models.TextChoices):
 
 
 class LedgerEvent(models.Model):
-    """One accepted event, append-only. The clustered key is a BIGINT (a random UUID primary key
-    made bulk inserts 3x slower once the table outgrew the buffer pool); ``event_id`` is unique."""
+    """One accepted event, append-only, in a narrow row: what the truth and a rebuilt replay need.
+
+    The clustered key is a BIGINT (a random UUID primary key made bulk inserts 3x slower once the
+    table outgrew the buffer pool; an INT would run out after about 12 years at a million events a
+    day). The history index (student, accepted time, event id) serves three of the four lookups:
+    the history; an event by id, since every reader of an id (the flush, the cold rebuild, a
+    dead-letter retry) holds the event and therefore its student and time; and a key digest, which
+    is always looked up among one student's requests younger than the idempotency TTL (the digest
+    is read from those rows). Unique, it keeps the same event from being written twice.
+    """
 
     id = models.BigAutoField(primary_key=True)
-    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    event_id = models.UUIDField(default=uuid.uuid4, editable=False)
     player = models.ForeignKey(PlayerProfile, on_delete=models.CASCADE, related_name="ledger")
-    kind = models.CharField(max_length=16, choices=EventKind.choices)
+    kind = KindField(choices=EventKind.choices)
     amount = models.IntegerField()
     # NULL, not "": the API shows null for an event without a lesson or a reason.
     lesson_id = ExactCharField(max_length=64, null=True, blank=True)
@@ -106,14 +159,17 @@ class LedgerEvent(models.Model):
     local_day = models.DateField()
     # Digests of the request's (scope, key) and of its fingerprint, never the raw key: a client's key
     # never exceeds a column and case always counts. Every event of one request (a lesson and the
-    # freezes it used or earned) carries the request's key digest. Not unique: a key older than
-    # the idempotency TTL is a new request; the writers, holding the wallet row lock, keep the rest.
+    # freezes it used or earned) carries the request's key digest. Not unique, and not indexed: a
+    # key older than the idempotency TTL is a new request; the writers, holding the wallet row
+    # lock, look it up among the student's rows younger than the TTL (the history index).
     idem_digest = DigestField(null=True, blank=True)
-    fp_digest = DigestField(null=True, blank=True)
+    fp_digest = DigestField(null=True, blank=True, length=FP_DIGEST_BYTES)
     # The wallet after the event, in the (generation, version) order; with `capped` and the day's
-    # lesson XP a replay's body is rebuilt from the row.
-    generation = models.BigIntegerField(default=0)
-    version = models.BigIntegerField()
+    # lesson XP a replay's body is rebuilt from the row. INT: both count one student's changes
+    # (a generation per database-first change, a version per event), which stay far below 2^31;
+    # the XP total stays a BIGINT like the wallet's, so that any wallet the table holds has a row.
+    generation = models.IntegerField(default=0)
+    version = models.IntegerField()
     xp_total_after = models.BigIntegerField()
     xp_day_after = models.IntegerField(default=0)
     capped = models.BooleanField(default=False)
@@ -124,20 +180,22 @@ class LedgerEvent(models.Model):
     break_after = models.IntegerField(default=0)
     # A streak restore's answer shows the streak before it.
     streak_before = models.IntegerField(null=True, blank=True)
-    # Who made a manual change (a streak restore): "service:<key name>" or "admin:<username>".
-    actor = models.CharField(max_length=160, blank=True, default="")
-    source = models.CharField(max_length=8, default="redis")
-    flushed_at = models.DateTimeField(auto_now_add=True)
+    # Who made a manual change (a streak restore): "service:<key name>" or "admin:<username>";
+    # NULL for the others (no length byte in the row).
+    actor = models.CharField(max_length=160, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         verbose_name = "ledger event"
         constraints = [
             models.CheckConstraint(condition=models.Q(amount__gte=0), name="ledger_amount_nonnegative"),
+            # History (newest first) and every lookup of an event by id; unique, so the same
+            # event cannot be written twice whatever a writer's lookups missed.
+            models.UniqueConstraint(fields=["player", "accepted_at", "event_id"], name="ledger_player_accepted"),
         ]
         indexes = [
-            models.Index(fields=["player", "accepted_at", "event_id"], name="ledger_player_accepted"),
-            models.Index(fields=["player", "local_day", "kind"], name="ledger_player_day"),
-            models.Index(fields=["idem_digest"], name="ledger_idem_digest"),
+            # The day's lessons (the cap, same-day repeats): a student's rows of one day are few,
+            # so the kind is read from the row, not kept in the index.
+            models.Index(fields=["player", "local_day"], name="ledger_player_day"),
         ]
 
     def __str__(self) -> str:

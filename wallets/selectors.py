@@ -23,6 +23,28 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 50
 CURSOR_MAX_LENGTH = 200
 _CURSOR_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{CURSOR_MAX_LENGTH}}}")
+# Events looked up by id per statement (each one a short range of the history index).
+_WRITTEN_BATCH = 1000
+# An event's time as its writer stored it may differ from a later decoding's by rounding.
+_WRITTEN_SLACK = dt.timedelta(seconds=1)
+
+
+def ledger_events_written(events: list[tuple[int, uuid.UUID, dt.datetime]]) -> set[uuid.UUID]:
+    """Which of these (student, event id, accepted time) are in the ledger. The ledger has no index
+    on the event id alone: every reader holds the event, so the history index (student, accepted
+    time, event id) finds it in a range of two seconds of one student's rows."""
+    found: set[uuid.UUID] = set()
+    for i in range(0, len(events), _WRITTEN_BATCH):
+        part = events[i : i + _WRITTEN_BATCH]
+        match = Q(
+            *(
+                Q(player_id=pid, accepted_at__range=(at - _WRITTEN_SLACK, at + _WRITTEN_SLACK), event_id=event_id)
+                for pid, event_id, at in part
+            ),
+            _connector=Q.OR,
+        )
+        found |= set(LedgerEvent.objects.filter(match).values_list("event_id", flat=True))
+    return found
 
 
 @dataclass(frozen=True)

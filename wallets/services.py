@@ -26,7 +26,7 @@ from core.errors import ApiError, rate_limited, service_unavailable, validation_
 from core.redisconn import IDENTITY
 from players import timezones
 from players.models import PlayerProfile
-from wallets import cache, idempotency, rules
+from wallets import cache, idempotency, rules, selectors
 from wallets.events import counted_event
 from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet, WalletOutbox
 
@@ -242,7 +242,7 @@ def _replay_from_ledger(request: AwardRequest) -> AwardOutcome | None:
     events = ledger_requests(player_id=request.player_id, digests=[digest]).get(digest)
     if not events:
         return None
-    if bytes(events[0].fp_digest or b"") != idempotency.ledger_digest(request.fp_digest):
+    if not idempotency.same_fingerprint(events[0].fp_digest, request.fp_digest):
         raise _reused()
     return AwardOutcome(201, replay_body(events), replayed=True, path="database")
 
@@ -300,7 +300,7 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
     wallet.generation += 1
     wallet.applied_generation = wallet.generation
     idem = idempotency.ledger_digest(request.idem_digest)
-    fp = idempotency.ledger_digest(request.fp_digest)
+    fp = idempotency.ledger_fp_digest(request.fp_digest)
     rows: list[LedgerEvent] = []
     xp_day = 0
 
@@ -324,8 +324,7 @@ def _award_database(*, request: AwardRequest, event_id: str) -> AwardOutcome:
             last_day_after=wallet.last_activity_date,
             freezes_after=wallet.streak_freezes,
             break_after=wallet.streak_before_break,
-            actor=request.actor,
-            source="database",
+            actor=request.actor or None,
             **extra,
         )
         rows.append(row)
@@ -470,18 +469,22 @@ class _RebuildState:
     records: dict[str, str]
 
 
+def _written_keys(player_id: int, events: dict[str, dict[str, Any]]) -> list[tuple[int, uuid.UUID, dt.datetime]]:
+    """The ledger's keys of these events; one without a time never decoded, so was never written."""
+    keys = []
+    for event_id, e in events.items():
+        with contextlib.suppress(KeyError, TypeError, ValueError, OverflowError, OSError):
+            keys.append((player_id, uuid.UUID(event_id), dt.datetime.fromtimestamp(float(e["accepted_at"]), tz=dt.UTC)))
+    return keys
+
+
 def _rebuild_state(
     *, player_id: int, profile: PlayerProfile, wallet: PlayerWallet, unflushed: list[dict[str, Any]]
 ) -> _RebuildState:
     letters = DeadLetter.objects.filter(player_id=player_id, resolved_at__isnull=True).values_list("payload", flat=True)
     dead = [e for e in map(counted_event, letters) if e is not None]
     candidates = {e["event_id"]: e for e in [*unflushed, *dead]}
-    flushed_ids = {
-        str(e)
-        for e in LedgerEvent.objects.filter(event_id__in=[uuid.UUID(i) for i in candidates]).values_list(
-            "event_id", flat=True
-        )
-    }
+    flushed_ids = {str(e) for e in selectors.ledger_events_written(_written_keys(player_id, candidates))}
     if unflushed:
         # A discarded event that Redis still holds (handed back by a rollback) counts no more.
         discarded = DeadLetter.objects.filter(event_id__in=[uuid.UUID(e["event_id"]) for e in unflushed])

