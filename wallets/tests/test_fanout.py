@@ -19,13 +19,15 @@ from celery import signals
 from django.db import connection, connections
 
 from core import hotstate
-from memora_project.celery import app
 from players.tests.factories import PlayerFactory
 from wallets import cache, fanout, flush, tasks
 from wallets.models import FlushRun, LedgerEvent
 from wallets.tests.test_flush_faults import ROOT, accepted_events, assert_exactly_once, award
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+
+# The project's Celery app (configured from the settings), reached through the task it runs.
+app = tasks.flush_wallets.app
 
 
 def test_the_ranges_cover_every_shard_once(settings):
