@@ -368,6 +368,80 @@ def flush_section(p: dict[str, Any], targets: Targets) -> list[str]:
     return lines
 
 
+def fanout_section(p: dict[str, Any], targets: Targets) -> list[str]:
+    d = p["data"]
+    lines = [
+        "## 5. Flush on 2 workers",
+        "",
+        f"`{p['command']}` — the same seeded events flushed by `wallets.fanout.wallet_flush_parallel` (what "
+        "`sync_wallets --workers N` runs) on 1 and on 2 forked processes, each taking the next of "
+        f"{d['fanout']} ranges of the {d['shards']:,} shards, from a fresh child process; the ledger emptied and "
+        "the pending lists and dirty sets restored (DUMP/RESTORE) between runs, every run checked. Beside it, the "
+        "flush's rows written by raw SQL (multi-row INSERTs of 2,000 ledger rows + the chunk's wallet upsert, one "
+        f"transaction per {d['chunk']} students) on 1 connection and on 2 (two processes taking alternate "
+        "chunks, started together). Rounds alternate the order; the verdict takes medians. On a 2-core machine "
+        "the two flush workers, MariaDB and Redis share the same two cores.",
+        "",
+        "| case | round | raw SQL 1 conn rows/s | raw SQL 2 conn rows/s | flush 1 worker s | flush 2 workers s | "
+        "load average (1 worker run) | checks |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in d["cases"]:
+        name = f"{case['students']:,} × {case['awards']}"
+        for rnd in sorted({r["round"] for r in case["flush"]}):
+            raw = {r["connections"]: r for r in case["raw"] if r["round"] == rnd}
+            fl = {r["workers"]: r for r in case["flush"] if r["round"] == rnd}
+            ok = all(r["check_ok"] for r in fl.values())
+            lines.append(
+                f"| {name} | {rnd + 1} | {f(raw[1]['rows_per_s'], 0)} | {f(raw[2]['rows_per_s'], 0)} | "
+                f"{f(fl[1]['seconds'], 2)} | {f(fl[2]['seconds'], 2)} | {fl[1]['loadavg']} | {'ok' if ok else 'FAILED'} |"
+            )
+    lines.append("")
+    for case in d["cases"]:
+        s = case["summary"]
+        name = f"{case['students']:,} × {case['awards']}"
+        lines += [
+            f"- {name} (medians): flush {f(s['flush_1_s'], 2)} s on 1 worker ({f(s['flush_events_per_s_1'], 0)} "
+            f"events/s), {f(s['flush_2_s'], 2)} s on 2 ({f(s['flush_events_per_s_2'], 0)} events/s): "
+            f"**{f(s['flush_speedup'], 2)}×**; raw SQL {f(s['raw_rows_per_s_1'], 0)} rows/s on 1 connection, "
+            f"{f(s['raw_rows_per_s_2'], 0)} on 2: **{f(s['raw_speedup'], 2)}×**. MariaDB without us just before: "
+            f"{case['quiet_check']['per_s']} per s, {case['quiet_check']['other_active_connections']} other "
+            "active connections.",
+        ]
+        mem = case.get("memory")
+        if mem:
+            lines += [
+                "",
+                f"Redis memory per active student ({name}; `MEMORY USAGE … SAMPLES 0` of every key of "
+                f"{mem['pending']['shards']} sample shards, {mem['pending']['students']:,} students with a live "
+                "session each, divided by those students):",
+                "",
+                "| key kind | bytes per student, events pending | bytes per student, after the flush |",
+                "|---|---|---|",
+            ]
+            kinds = sorted(set(mem["pending"]["by_kind"]) | set(mem["flushed"]["by_kind"]))
+            for kind in kinds:
+                before = mem["pending"]["by_kind"].get(kind, {}).get("bytes", 0) / max(mem["pending"]["students"], 1)
+                after = mem["flushed"]["by_kind"].get(kind, {}).get("bytes", 0) / max(mem["flushed"]["students"], 1)
+                lines.append(f"| `{kind}` | {f(before, 0)} | {f(after, 0)} |")
+            lines.append(
+                f"| **total** | **{f(mem['pending']['bytes_per_student'], 0)}** | "
+                f"**{f(mem['flushed']['bytes_per_student'], 0)}** |"
+            )
+        lines.append("")
+        flush_ok = s["flush_speedup"] >= 1.5
+        db_limit = s["raw_speedup"] <= 1.2
+        targets.add(
+            f"(v3) flush of {name} on 2 workers ≥ 1.5× one worker, or raw SQL on 2 connections ≤ 1.2× one",
+            "—",
+            f"flush {f(s['flush_1_s'], 2)} s → {f(s['flush_2_s'], 2)} s; raw SQL "
+            f"{f(s['raw_rows_per_s_1'], 0)} → {f(s['raw_rows_per_s_2'], 0)} rows/s",
+            f"flush {f(s['flush_speedup'], 2)}×, raw SQL {f(s['raw_speedup'], 2)}×",
+            (flush_ok or db_limit) and s["all_checks_ok"],
+        )
+    return lines
+
+
 def growth_section(
     flush: dict[str, Any] | None, growth: dict[str, Any] | None, verification: dict[str, Any] | None
 ) -> list[str]:
@@ -428,7 +502,7 @@ def growth_section(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parts = {name: p for name in ("verification", "load", "flush", "growth") if (p := load(name))}
+    parts = {name: p for name in ("verification", "load", "flush", "growth", "fanout") if (p := load(name))}
     if not parts:
         print("no results in var/bench: run the parts first", file=sys.stderr)
         return 1
@@ -455,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += flush_section(parts["flush"], targets)
     if "flush" in parts or "growth" in parts or "verification" in parts:
         lines += growth_section(parts.get("flush"), parts.get("growth"), parts.get("verification"))
+    if "fanout" in parts:
+        lines += fanout_section(parts["fanout"], targets)
     if FINDINGS.exists():
         lines += [FINDINGS.read_text().rstrip(), ""]
     lines += [

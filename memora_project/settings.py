@@ -290,6 +290,9 @@ MEMORA_STREAK_FREEZE_MAX = env.int("MEMORA_STREAK_FREEZE_MAX", default=2)
 MEMORA_FLUSH_INTERVAL = env.int("MEMORA_FLUSH_INTERVAL", default=600)
 MEMORA_FLUSH_CHUNK = env.int("MEMORA_FLUSH_CHUNK", default=500)
 MEMORA_FLUSH_LEASE = env.int("MEMORA_FLUSH_LEASE", default=300)
+# Beat's flush sends one task per range of shards, this many ranges: up to this many workers flush
+# in parallel (wallets.fanout).
+MEMORA_FLUSH_FANOUT = env.int("MEMORA_FLUSH_FANOUT", default=16)
 # Test hook only: stop after writing chunk k and wait on a Redis key (see wallets.flush).
 MEMORA_FLUSH_BARRIER_AFTER_CHUNK = env.int("MEMORA_FLUSH_BARRIER_AFTER_CHUNK", default=0)
 # How often beat sweeps the outbox (each process also runs its own reconciler thread every second).

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, field
 from typing import Any
 
@@ -402,15 +402,23 @@ def _barrier(chunks: int) -> None:
 def wallet_flush(
     *,
     player_ids: list[int] | None = None,
+    shards: Sequence[int] | None = None,
     dry_run: bool = False,
     trigger: str = "beat",
     progress: Any = None,
     after_chunk: Any = None,
 ) -> FlushSummary:
-    """Flush pending events to the database: claim, write, release, shard by shard."""
+    """Flush pending events to the database: claim, write, release, shard by shard. ``shards``
+    limits the walk to those shards (one range of the fan-out, ``wallets.fanout``); the claims keep
+    it exactly once whatever another flush walks meanwhile."""
     try:
         return _wallet_flush(
-            player_ids=player_ids, dry_run=dry_run, trigger=trigger, progress=progress, after_chunk=after_chunk
+            player_ids=player_ids,
+            shards=shards,
+            dry_run=dry_run,
+            trigger=trigger,
+            progress=progress,
+            after_chunk=after_chunk,
         )
     except hotstate.RedisUnavailable as exc:
         # Nothing can be claimed while Redis is away; its events wait there for the next run.
@@ -418,15 +426,18 @@ def wallet_flush(
         return FlushSummary(redis_unavailable=True)
 
 
-def _groups(player_ids: list[int] | None) -> list[dict[int, list[int]]]:
+def _groups(player_ids: list[int] | None, shards: Sequence[int] | None = None) -> list[dict[int, list[int]]]:
     if player_ids is not None:
         group: dict[int, list[int]] = {}
         for pid in sorted(set(player_ids)):
-            group.setdefault(hotstate.shard_of(pid), []).append(pid)
+            shard = hotstate.shard_of(pid)
+            if shards is None or shard in shards:
+                group.setdefault(shard, []).append(pid)
         return [group]
     # Shard by shard, node by node (one node on a single Redis): each pipeline goes to one node.
     groups = []
-    for node_shards in hotstate.shard_groups(range(settings.MEMORA_REDIS_SHARDS)):
+    walk = range(settings.MEMORA_REDIS_SHARDS) if shards is None else shards
+    for node_shards in hotstate.shard_groups(walk):
         for start in range(0, len(node_shards), 128):
             found = cache.dirty_members(node_shards[start : start + 128])
             if found:
@@ -443,7 +454,13 @@ def _dry_run(by_shard: dict[int, list[int]], summary: FlushSummary) -> None:
 
 
 def _wallet_flush(
-    *, player_ids: list[int] | None, dry_run: bool, trigger: str, progress: Any, after_chunk: Any
+    *,
+    player_ids: list[int] | None,
+    shards: Sequence[int] | None,
+    dry_run: bool,
+    trigger: str,
+    progress: Any,
+    after_chunk: Any,
 ) -> FlushSummary:
     started = timezone.now()
     clock = time.monotonic()
@@ -480,7 +497,7 @@ def _wallet_flush(
 
     batch: dict[int, list[int]] = {}
     batch_size = 0
-    for group in _groups(player_ids):
+    for group in _groups(player_ids, shards):
         for shard, pids in group.items():
             for i in range(0, len(pids), chunk_size):
                 part = pids[i : i + chunk_size]

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from core.errors import ApiError
-from wallets import deadletters, flush, selectors
+from wallets import deadletters, fanout, flush, selectors
 
 
 def _default_actor() -> str:
@@ -27,6 +27,14 @@ class Command(BaseCommand):
         parser.add_argument("--player", type=int, action="append", help="Only this player id (repeatable).")
         parser.add_argument("--dry-run", action="store_true", help="Show what would be written; write nothing.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            metavar="N",
+            help="Flush on N processes, each taking the next range of shards (as beat's fan-out does on N "
+            "Celery workers). Default 1: one pass over every shard.",
+        )
         letters = parser.add_argument_group("dead letters")
         letters.add_argument(
             "--dead-letters", action="store_true", help="List the open dead letters instead of flushing."
@@ -43,13 +51,23 @@ class Command(BaseCommand):
             return
         if options["retry"] is not None or options["discard"] is not None:
             raise CommandError("--retry and --discard go with --dead-letters")
+        workers = options["workers"]
+        if workers < 1:
+            raise CommandError("--workers must be at least 1")
+        if workers > 1 and options["player"]:
+            raise CommandError("--workers goes without --player")
         bar = tqdm(unit="students", disable=options["no_progress"], file=self.stderr)
-        summary = flush.wallet_flush(
-            player_ids=options["player"],
-            dry_run=options["dry_run"],
-            trigger="manual",
-            progress=bar.update,
-        )
+        if workers > 1:
+            summary = fanout.wallet_flush_parallel(
+                workers=workers, dry_run=options["dry_run"], trigger="manual", progress=bar.update
+            )
+        else:
+            summary = flush.wallet_flush(
+                player_ids=options["player"],
+                dry_run=options["dry_run"],
+                trigger="manual",
+                progress=bar.update,
+            )
         bar.close()
         verb = "would write" if options["dry_run"] else "wrote"
         self.stdout.write(
