@@ -75,22 +75,30 @@ class _IdentityPacker:
         self.connection = connection
         self.packer = packer
 
+    def prefix(self) -> list[Any]:
+        """What must go ahead of a stamped command (or pipeline) for the identity to be current:
+        nothing (known, fresh), an INFO pair sent in the same round trip and read first (a second
+        old), or a round trip now (unknown, or just after a refusal: the server may have been
+        promoted since)."""
+        connection = self.connection
+        if connection._sock is None:
+            connection.connect()  # learns the identity of the server it reaches
+        elif connection.identity is None or time.monotonic() < _suspect_until:
+            connection._send_identity_probe()
+            connection._read_identity()
+        elif connection.refresh_due():
+            connection._identity_replies += 1
+            connection._identity_at = time.monotonic()
+            return [*self.packer.pack("INFO", "server"), *self.packer.pack("INFO", "replication")]
+        return []
+
     def pack(self, *args: Any) -> Any:
         if IDENTITY not in args:
             return self.packer.pack(*args)
         connection = self.connection
-        prefix: list[Any] = []
-        if connection._sock is None:
-            connection.connect()  # learns the identity of the server it reaches
-        elif connection.identity is None or time.monotonic() < _suspect_until:
-            # Just after a refusal the server may have been promoted since: ask before sending.
-            connection._send_identity_probe()
-            connection._read_identity()
-        elif connection.refresh_due():
-            # Asked again in the same round trip as the command; the answers are read first.
-            prefix = [*self.packer.pack("INFO", "server"), *self.packer.pack("INFO", "replication")]
-            connection._identity_replies += 1
-            connection._identity_at = time.monotonic()
+        # In a pipeline the probe goes ahead of the whole batch (pack_commands), where its answers
+        # are read first; ahead of a later command they would be read as an earlier one's.
+        prefix = [] if connection._packing_batch else self.prefix()
         identity = connection.identity or ""
         return [*prefix, *self.packer.pack(*(identity if a == IDENTITY else a for a in args))]
 
@@ -107,7 +115,21 @@ class IdentityMixin:
         self.identity: str | None = None
         self._identity_at = 0.0
         self._identity_replies = 0  # INFO pairs sent ahead of a command, not yet read
+        self._packing_batch = False
         self._command_packer = _IdentityPacker(self, self._command_packer)
+
+    def pack_commands(self, commands: Any) -> Any:
+        """A pipeline: a probe it needs goes first, so its answers are the first read."""
+        commands = list(commands)
+        if not any(IDENTITY in args for args in commands):
+            return super().pack_commands(commands)  # type: ignore[misc]
+        prefix = self._command_packer.prefix()
+        self._packing_batch = True
+        try:
+            packed = super().pack_commands(commands)  # type: ignore[misc]
+        finally:
+            self._packing_batch = False
+        return [*prefix, *packed]
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
         super().on_connect_check_health(check_health=check_health)  # type: ignore[misc]
