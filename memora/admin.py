@@ -198,59 +198,69 @@ class StudentOverviewAdmin(StudentAdmin):
         ]
 
     def revoke_device_view(self, request: HttpRequest, player_id: int, device_pk: int) -> HttpResponse:
-        profile = self._student(request, player_id, SUPPORT_ACTION_PERMISSION)
-        device = get_object_or_404(AuthorizedDevice, pk=device_pk, player_id=profile.pk)
-        label = _device_label(device)
-
-        def run(data: dict[str, Any]) -> None:
-            if device_services.device_revoke(device_pk=device.pk, actor=_user(request), reason=data["reason"]):
-                self.message_user(
-                    request,
-                    f"Device {label} of {profile.user.username} revoked: its session is ended, its slot is free "
-                    "and it cannot sign in again until it is allowed.",
-                    messages.SUCCESS,
-                )
-            else:
-                self.message_user(request, f"Device {label} was already revoked by support.", messages.WARNING)
-
-        return self._confirm(
+        return self._device_action(
             request,
-            profile,
-            title=f"Revoke device {label}",
+            player_id,
+            device_pk,
+            action=device_services.device_revoke,
+            done="revoked: its session is ended, its slot is free and it cannot sign in again until it is allowed.",
+            noop="was already revoked by support.",
+            title="Revoke device {label}",
             explanation="Revoking the device frees its slot, ends its session at once and refuses it at sign-in "
             "until it is allowed again.",
-            facts=self._device_facts(profile, device),
             submit="Revoke",
-            run=run,
             form_class=RevokeDevicesForm,
         )
 
     def allow_device_view(self, request: HttpRequest, player_id: int, device_pk: int) -> HttpResponse:
+        return self._device_action(
+            request,
+            player_id,
+            device_pk,
+            action=device_services.device_allow,
+            done="allowed again: it takes a free slot at its next sign-in.",
+            noop="was not revoked by support.",
+            title="Allow device {label} again",
+            explanation="The device may sign in again; it takes a free slot (of the student's "
+            "limit) at its next sign-in, like a new device.",
+            submit="Allow again",
+            form_class=AllowDeviceForm,
+        )
+
+    def _device_action(
+        self,
+        request: HttpRequest,
+        player_id: int,
+        device_pk: int,
+        *,
+        action: Any,
+        done: str,
+        noop: str,
+        title: str,
+        explanation: str,
+        submit: str,
+        form_class: Any,
+    ) -> HttpResponse:
+        """One support action on one device of the student: confirmation, the service, a message."""
         profile = self._student(request, player_id, SUPPORT_ACTION_PERMISSION)
         device = get_object_or_404(AuthorizedDevice, pk=device_pk, player_id=profile.pk)
         label = _device_label(device)
 
         def run(data: dict[str, Any]) -> None:
-            if device_services.device_allow(device_pk=device.pk, actor=_user(request), reason=data["reason"]):
-                self.message_user(
-                    request,
-                    f"Device {label} of {profile.user.username} allowed again: it takes a free slot at its next "
-                    "sign-in.",
-                    messages.SUCCESS,
-                )
+            if action(device_pk=device.pk, actor=_user(request), reason=data["reason"]):
+                self.message_user(request, f"Device {label} of {profile.user.username} {done}", messages.SUCCESS)
             else:
-                self.message_user(request, f"Device {label} was not revoked by support.", messages.WARNING)
+                self.message_user(request, f"Device {label} {noop}", messages.WARNING)
 
         return self._confirm(
             request,
             profile,
-            title=f"Allow device {label} again",
-            explanation="The device may sign in again; it takes a free slot (of the student's "
-            "limit) at its next sign-in, like a new device.",
+            title=title.format(label=label),
+            explanation=explanation,
             facts=self._device_facts(profile, device),
-            submit="Allow again",
+            submit=submit,
             run=run,
-            form_class=AllowDeviceForm,
+            form_class=form_class,
         )
 
     def end_sessions_view(self, request: HttpRequest, player_id: int) -> HttpResponse:
