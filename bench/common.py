@@ -154,7 +154,7 @@ def device_for(pid: int) -> str:
 def _login_some(pids: list[int], warm_wallet: bool) -> list[tuple[int, str, str]]:
     from devices.services import session_login
     from players.models import PlayerProfile
-    from wallets.services import wallet_cache_rebuild
+    from wallets.sync import wallet_cache_rebuild
 
     out = []
     profiles = {p.pk: p for p in PlayerProfile.objects.select_related("user").filter(pk__in=pids)}

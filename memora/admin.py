@@ -45,6 +45,7 @@ from players import timezones
 from players.models import PlayerProfile
 from wallets import selectors as wallet_selectors
 from wallets import services as wallet_services
+from wallets import sync as wallet_sync
 from wallets.models import EventKind, LedgerEvent, PlayerWallet
 
 # The admin is the support desk; its "View site" link leads to what this service shows the world.
@@ -107,7 +108,7 @@ class StudentOverviewAdmin(StudentAdmin):
         profile = get_object_or_404(PlayerProfile.objects.select_related("user"), pk=player_id)
         now = timezone.now()
         today = timezones.student_day(profile, now)
-        wallet = wallet_services.wallet_read(player_id=player_id, today=today)
+        wallet = wallet_sync.wallet_read(player_id=player_id, today=today)
         stored = PlayerWallet.objects.filter(player_id=player_id).first()
         history, _ = wallet_selectors.wallet_history(player_id=player_id, cursor=None, limit=50)
         restores = LedgerEvent.objects.filter(player_id=player_id, kind=EventKind.STREAK_RESTORED).order_by(
@@ -286,7 +287,7 @@ class StudentOverviewAdmin(StudentAdmin):
 
     def restore_streak_view(self, request: HttpRequest, player_id: int) -> HttpResponse:
         profile = self._student(request, player_id, RESTORE_PERMISSION)
-        wallet = wallet_services.wallet_read(player_id=profile.pk, today=timezones.student_day(profile, timezone.now()))
+        wallet = wallet_sync.wallet_read(player_id=profile.pk, today=timezones.student_day(profile, timezone.now()))
         stored = PlayerWallet.objects.filter(player_id=profile.pk).first()
         return self._confirm(
             request,

@@ -19,7 +19,7 @@ from devices import cache as device_cache
 from devices import services as device_services
 from devices.models import CacheOutbox
 from wallets import cache as wallet_cache
-from wallets import services as wallet_services
+from wallets import sync as wallet_sync
 from wallets.models import WalletOutbox
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def reconcile_outbox(*, limit: int = 500) -> int:
         done += 1
     player_ids = list(WalletOutbox.objects.values_list("player_id", flat=True).distinct()[:limit])
     for player_id in player_ids:
-        if not wallet_services.wallet_cache_sync(player_id=player_id):
+        if not wallet_sync.wallet_cache_sync(player_id=player_id):
             return done
         done += 1
     return done

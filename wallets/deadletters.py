@@ -19,7 +19,7 @@ from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from core.errors import ApiError, validation_error
-from wallets import flush, selectors, services
+from wallets import flush, replay, selectors, sync
 from wallets.events import PendingEvent
 from wallets.models import DeadLetter, PlayerWallet, WalletOutbox
 
@@ -83,7 +83,7 @@ def _resolve(letter: DeadLetter, *, resolution: str, actor: str, reason: str, no
 
 
 def _rebuild_after_commit(player_id: int) -> None:
-    transaction.on_commit(lambda: services.wallet_cache_sync(player_id=player_id))
+    transaction.on_commit(lambda: sync.wallet_cache_sync(player_id=player_id))
 
 
 def _discard_locked(wallet: PlayerWallet, letter: DeadLetter, *, actor: str, reason: str, now: dt.datetime) -> None:
@@ -103,7 +103,7 @@ def _request_counted_elsewhere(event: PendingEvent) -> bool:
     or was accepted by the same award call)."""
     if event.idem_digest is None:
         return False
-    rows = services.ledger_requests(player_id=event.player_id, digests=[event.idem_digest]).get(event.idem_digest, [])
+    rows = replay.ledger_requests(player_id=event.player_id, digests=[event.idem_digest]).get(event.idem_digest, [])
     main = uuid.UUID(event.request_id)
     return any(
         not (

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from core import hotstate, metrics
 from players.models import PlayerProfile
-from wallets import cache, selectors, services
+from wallets import cache, selectors, sync
 from wallets.events import LEDGER_COLUMNS, PendingEvent, sql_datetime
 from wallets.models import DeadLetter, FlushRun, LedgerEvent, PlayerWallet, WalletOutbox
 
@@ -489,7 +489,7 @@ def _wallet_flush(
         if written:
             cache.release(claim_id=claim_id, pids=written)
         while summary.rebuild_players:
-            services.wallet_cache_sync(player_id=summary.rebuild_players.pop())
+            sync.wallet_cache_sync(player_id=summary.rebuild_players.pop())
         if progress is not None:
             progress(len(claimed))
         if after_chunk is not None:

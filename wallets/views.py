@@ -13,7 +13,7 @@ from core.openapi import error_responses, idempotency_parameters
 from players import timezones
 from players.permissions import HasServiceScope, current_student
 from players.views import json_object
-from wallets import idempotency, rules, selectors, services
+from wallets import idempotency, rules, selectors, services, sync
 from wallets.serializers import (
     HistoryOutput,
     LessonCompleteInput,
@@ -43,7 +43,7 @@ class WalletViewSet(viewsets.ViewSet):
         student = current_student(request)
         now = timezone.now()
         today = timezones.student_day(student, now)
-        return Response(services.wallet_read(player_id=student.player_id, today=today))
+        return Response(sync.wallet_read(player_id=student.player_id, today=today))
 
     @extend_schema(
         operation_id="wallet_history",

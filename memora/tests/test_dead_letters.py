@@ -18,7 +18,7 @@ from core.errors import ApiError
 from memora.tests.test_metrics import TOKEN, scrape
 from memora.tests.test_support_admin import staff_client
 from players.tests.factories import PlayerFactory
-from wallets import cache, deadletters, flush, services
+from wallets import cache, deadletters, flush, services, sync, verification
 from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet, WalletOutbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,7 +45,7 @@ def shown_xp(player_id: int, *, cold: bool = False) -> int:
     """The XP the student sees; ``cold`` drops the Redis wallet first (the cold rebuild)."""
     if cold:
         hotstate.connection().delete(cache.wallet_key(player_id), cache.lessons_key(player_id))
-    return int(services.wallet_read(player_id=player_id, today=timezone.now().date())["xp_total"])
+    return int(sync.wallet_read(player_id=player_id, today=timezone.now().date())["xp_total"])
 
 
 def stored_xp(player_id: int) -> int:
@@ -117,7 +117,7 @@ def test_retry_writes_a_valid_letter_once_and_the_wallet_equals_its_ledger(caplo
     assert event.amount == 5
     wallet = PlayerWallet.objects.get(player_id=profile.pk)
     assert (wallet.xp_total, wallet.applied_generation, wallet.version) == (12, event.generation, event.version)
-    assert services.wallet_verify(player_ids=[profile.pk]) == []
+    assert verification.wallet_verify(player_ids=[profile.pk]) == []
     letter.refresh_from_db()
     assert (letter.resolution, letter.resolved_by) == ("retried", "admin:agent")
     assert letter.resolved_at is not None
@@ -204,7 +204,7 @@ def test_retry_of_an_event_whose_request_partner_is_in_the_ledger_writes_it():
         assert deadletters.dead_letter_retry(letter_id=letter.pk, actor="cli:ops").result == "written"
     assert LedgerEvent.objects.filter(player_id=profile.pk).count() == 3
     assert stored_xp(profile.pk) == 5
-    assert services.wallet_verify(player_ids=[profile.pk]) == []
+    assert verification.wallet_verify(player_ids=[profile.pk]) == []
 
 
 def test_an_event_refused_for_a_long_reason_counts_until_discarded(caplog):
@@ -238,7 +238,7 @@ def test_an_event_refused_for_a_long_reason_counts_until_discarded(caplog):
     # The rebuild after commit took the outbox row with it; Redis no longer shows the 5 XP.
     assert not WalletOutbox.objects.filter(player_id=profile.pk).exists()
     assert (shown_xp(profile.pk), shown_xp(profile.pk, cold=True)) == (7, 7)
-    assert services.wallet_verify(player_ids=[profile.pk]) == []
+    assert verification.wallet_verify(player_ids=[profile.pk]) == []
     # A rollback handing the discarded event back to Redis does not bring its XP back.
     redis.rpush(cache.pending_key(profile.pk), json.dumps(event))
     assert shown_xp(profile.pk, cold=True) == 7
@@ -291,7 +291,7 @@ def test_sync_wallets_dead_letters_lists_retries_and_discards(capsys):
     call_command("sync_wallets", "--dead-letters")
     assert "0 open dead letters" in capsys.readouterr().out
     assert stored_xp(profile.pk) == 10
-    assert services.wallet_verify(player_ids=[profile.pk]) == []
+    assert verification.wallet_verify(player_ids=[profile.pk]) == []
 
     with pytest.raises(CommandError, match="No dead letter"):
         call_command("sync_wallets", "--dead-letters", "--retry", "999999")

@@ -10,7 +10,7 @@ import time_machine
 from django.core.management import call_command
 
 from devices import servicekeys
-from wallets import services
+from wallets import replay as wallet_replay
 from wallets.models import EventKind, LedgerEvent, PlayerWallet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -100,7 +100,7 @@ def test_service_restores_the_streak_the_last_break_reset(api, keyed_student, se
     assert (event.actor, event.reason) == ("service:support-bot", "App outage on 2026-11-20")
     assert event.streak_before == 1
     # The replay's body is rebuilt from the ledger row once Redis no longer holds the record.
-    assert services.replay_body([event])["streak_after"] == 13
+    assert wallet_replay.replay_body([event])["streak_after"] == 13
     call_command("verify_wallets")
 
 

@@ -42,7 +42,7 @@ from devices.models import AuthorizedDevice
 from memora import reconciler
 from memora.tests.redisproc import RedisProcess, free_port
 from memora.tests.test_resilience import point_redis  # noqa: F401 (a fixture)
-from wallets import flush, idempotency, services
+from wallets import flush, idempotency, replay, verification
 from wallets.models import LedgerEvent, PlayerWallet, WalletOutbox
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -329,7 +329,7 @@ def settle(world: World) -> None:
 
 def check_ledger(world: World) -> None:
     by_digest: dict[bytes, list[LedgerEvent]] = {}
-    for event in LedgerEvent.objects.exclude(kind__in=services.FREEZE_KINDS):
+    for event in LedgerEvent.objects.exclude(kind__in=replay.FREEZE_KINDS):
         by_digest.setdefault(bytes(event.idem_digest or b""), []).append(event)
     known = set()
     for (pid, key), req in world.requests.items():
@@ -347,7 +347,7 @@ def check_ledger(world: World) -> None:
     for wallet in PlayerWallet.objects.all():
         total = LedgerEvent.objects.filter(player_id=wallet.player_id).aggregate(s=Sum("amount"))["s"] or 0
         assert wallet.xp_total == total, (wallet.player_id, wallet.xp_total, total)
-    assert services.wallet_verify() == []
+    assert verification.wallet_verify() == []
     for s in live_students(world):
         shown = s.get("/api/v1/wallet/")
         assert shown.status_code == 200

@@ -19,7 +19,7 @@ from redis import Redis
 
 from core import hotstate
 from players.tests.factories import PlayerFactory
-from wallets import cache, flush, services
+from wallets import cache, flush, services, sync, verification
 from wallets.models import EventKind, LedgerEvent, PlayerWallet
 from wallets.tests.factories import award_request
 
@@ -50,7 +50,7 @@ def assert_wallets_match_ledgers() -> None:
     for wallet in PlayerWallet.objects.all():
         total = LedgerEvent.objects.filter(player_id=wallet.player_id).aggregate(s=Sum("amount"))["s"] or 0
         assert wallet.xp_total == total, wallet.player_id
-    assert services.wallet_verify() == []
+    assert verification.wallet_verify() == []
 
 
 def test_events_handed_out_again_after_a_flush_are_not_counted_twice():
@@ -178,8 +178,8 @@ def test_keys_and_lesson_ids_differing_in_case_are_different(settings, path):
     assert sorted(
         LedgerEvent.objects.filter(player_id=profile.pk, kind=EventKind.LESSON).values_list("lesson_id", flat=True)
     ) == ["Lesson-A", "lesson-a"]
-    assert services.wallet_cache_sync(player_id=profile.pk)  # what the outbox reconciler does
-    assert services.wallet_read(player_id=profile.pk, today=timezone.now().date())["xp_total"] == 21
+    assert sync.wallet_cache_sync(player_id=profile.pk)  # what the outbox reconciler does
+    assert sync.wallet_read(player_id=profile.pk, today=timezone.now().date())["xp_total"] == 21
     assert_wallets_match_ledgers()
 
 
@@ -249,4 +249,4 @@ def test_after_a_duplicate_is_dropped_the_replay_names_the_kept_event(settings):
     replay = award(profile.pk, amount=7, key="twice")
     # The first answer, as it was (the database path could not see the pending 5 then).
     assert replay.replayed and replay.body == first.body
-    assert services.wallet_read(player_id=profile.pk, today=timezone.now().date())["xp_total"] == 12
+    assert sync.wallet_read(player_id=profile.pk, today=timezone.now().date())["xp_total"] == 12

@@ -24,7 +24,7 @@ from django.utils import timezone
 from core import hotstate
 from players.models import PlayerProfile
 from players.tests.factories import PlayerFactory
-from wallets import cache, flush, services
+from wallets import cache, flush, services, sync, verification
 from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -62,7 +62,7 @@ def assert_exactly_once(accepted: dict[str, int]) -> None:
     for wallet in PlayerWallet.objects.all():
         total = LedgerEvent.objects.filter(player_id=wallet.player_id).aggregate(s=Sum("amount"))["s"] or 0
         assert wallet.xp_total == total
-    assert services.wallet_verify() == []
+    assert verification.wallet_verify() == []
 
 
 def flush_process(env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -230,6 +230,6 @@ def test_a_key_counted_on_both_paths_is_flushed_once(settings):
     assert amounts == [5, 7]
     wallet = PlayerWallet.objects.get(player_id=profile.pk)
     assert wallet.xp_total == 12
-    assert services.wallet_verify(player_ids=[profile.pk]) == []
+    assert verification.wallet_verify(player_ids=[profile.pk]) == []
     # The student's Redis copy was rebuilt from the database: it shows 12, not 19.
-    assert services.wallet_read(player_id=profile.pk, today=timezone.now().date())["xp_total"] == 12
+    assert sync.wallet_read(player_id=profile.pk, today=timezone.now().date())["xp_total"] == 12

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from players import timezones
 from players.tests.factories import PlayerFactory
-from wallets import flush, rules, services
+from wallets import flush, rules, services, sync, verification
 from wallets.models import EventKind, LedgerEvent
 
 pytestmark = pytest.mark.django_db
@@ -141,7 +141,7 @@ def run_against_reference(steps: list[Activity], start: dt.datetime, cap: int) -
     # Read back later, possibly after the streak lapsed (or while freezes still cover the gap).
     for later in (0, 1, 2, 3, 5):
         today = reference.last + dt.timedelta(days=later) if reference.last else day
-        assert services.wallet_read(player_id=profile.pk, today=today) == reference.shown(today)
+        assert sync.wallet_read(player_id=profile.pk, today=today) == reference.shown(today)
     # Every freeze earned and used is a 0-XP ledger event: flushed, and the wallet agrees.
     flush.wallet_flush(player_ids=[profile.pk], trigger="manual")
     used = LedgerEvent.objects.filter(player_id=profile.pk, kind=EventKind.FREEZE_USED)
@@ -149,7 +149,7 @@ def run_against_reference(steps: list[Activity], start: dt.datetime, cap: int) -
     assert all(e.amount == 0 for e in used)
     earned = LedgerEvent.objects.filter(player_id=profile.pk, kind=EventKind.FREEZE_EARNED).count()
     assert earned == reference.freezes_earned
-    assert services.wallet_verify(player_ids=[profile.pk]) == []
+    assert verification.wallet_verify(player_ids=[profile.pk]) == []
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

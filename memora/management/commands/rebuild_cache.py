@@ -8,7 +8,7 @@ from tqdm import tqdm
 from devices import services as device_services
 from memora import reconciler
 from players.models import PlayerProfile
-from wallets import services as wallet_services
+from wallets import sync as wallet_sync
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             if not device_services.auth_cache_sync(player_id=player_id):
                 failed += 1
                 continue
-            if not wallet_services.wallet_cache_sync(player_id=player_id):
+            if not wallet_sync.wallet_cache_sync(player_id=player_id):
                 failed += 1
         reconciler.reconcile_outbox()
         self.stdout.write(f"rebuilt {ids.count() - failed} students, {failed} failed")

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from wallets import services
+from wallets import verification
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--player", type=int, action="append", help="Only this player id (repeatable).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        drifts = services.wallet_verify(fix=options["fix"], player_ids=options["player"])
+        drifts = verification.wallet_verify(fix=options["fix"], player_ids=options["player"])
         for d in drifts:
             self.stdout.write(f"player {d.player_id}: {d.field} is {d.wallet!r}, ledger says {d.ledger!r}")
         if not drifts:
