@@ -92,7 +92,7 @@ def stack(tmp_path: Path):
         cwd=ROOT, env=env, stdout=web_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "memora_project", "worker", "-c", "1", "--loglevel", "WARNING"],
+        [sys.executable, "-m", "celery", "-A", "memora_project", "worker", "-c", "1", "--loglevel", "INFO"],
         cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     api = Http(port)
@@ -103,8 +103,16 @@ def stack(tmp_path: Path):
         except OSError:
             return False
 
+    def worker_ready() -> bool:
+        # The worker must be consuming before the test takes its broker (this Redis) away: a worker
+        # whose start-up meets a vanished broker exits, and nothing here restarts it (on a busy
+        # machine the web answers long before the worker is up).
+        assert worker.poll() is None, (logs / "worker.log").read_text()[-3000:]
+        return b" ready." in (logs / "worker.log").read_bytes()
+
     try:
         poll(up, 180)
+        poll(worker_ready, 180)
         yield {"api": api, "redis": redis, "env": env, "tmp": tmp_path}
     finally:
         for proc in (web, worker):
