@@ -19,24 +19,15 @@ from memora.tests.test_metrics import TOKEN, scrape
 from memora.tests.test_support_admin import staff_client
 from players.tests.factories import PlayerFactory
 from wallets import cache, deadletters, flush, services, sync, verification
-from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet, WalletOutbox
+from wallets.models import DeadLetter, LedgerEvent, PlayerWallet, WalletOutbox
+from wallets.tests.factories import award_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def award(player_id: int, amount: int, key: str | None = None) -> services.AwardOutcome:
-    outcome = services.wallet_award(
-        request=services.AwardRequest(
-            player_id=player_id,
-            kind=EventKind.SERVICE,
-            base_amount=amount,
-            local_day=timezone.now().date(),
-            idem_scope=f"k:1|wallet_award_xp|{player_id}",
-            idem_key=key or uuid.uuid4().hex,
-            fingerprint=uuid.uuid4().hex,
-            reason="test",
-        )
-    )
+    request = award_request(player_id=player_id, base_amount=amount, idem_key=key, fingerprint=uuid.uuid4().hex)
+    outcome = services.wallet_award(request=request)
     assert outcome.path == "cache"
     return outcome
 

@@ -22,7 +22,6 @@ from django.db.models import Sum
 
 from conftest import Student
 from core import hotstate
-from memora import reconciler
 from memora.tests.redisproc import SentinelSet
 from memora.tests.topologies import Pointer
 from wallets import cache as wallet_cache
@@ -33,14 +32,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.
 
 SESSION = "/api/v1/session/"
 WALLET = "/api/v1/wallet/"
-
-
-@pytest.fixture
-def running_reconciler(settings: Any) -> Any:
-    settings.MEMORA_RECONCILER_ENABLED = True
-    reconciler.ensure_started()
-    yield
-    reconciler.stop()
 
 
 class Traffic:

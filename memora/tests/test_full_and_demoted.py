@@ -24,7 +24,6 @@ from conftest import Student
 from core import hotstate
 from devices import cache as device_cache
 from devices import tokens
-from memora import reconciler
 from memora.tests.redisproc import RedisProcess, free_port
 from wallets import cache as wallet_cache
 from wallets import flush as wallet_flush
@@ -58,14 +57,6 @@ def admin(server: RedisProcess) -> Iterator[redis.Redis]:
     client = redis.Redis(port=server.port, socket_timeout=GENEROUS, socket_connect_timeout=GENEROUS)
     yield client
     client.close()
-
-
-@pytest.fixture
-def running_reconciler(settings: Any) -> Iterator[None]:
-    settings.MEMORA_RECONCILER_ENABLED = True
-    reconciler.ensure_started()
-    yield
-    reconciler.stop()
 
 
 def wait_until(predicate: Callable[[], bool], limit: float = 60.0) -> None:

@@ -41,7 +41,6 @@ from devices import services as device_services
 from devices.models import AuthorizedDevice
 from memora import reconciler
 from memora.tests.redisproc import RedisProcess, free_port
-from memora.tests.test_resilience import point_redis  # noqa: F401 (a fixture)
 from wallets import flush, idempotency, replay, verification
 from wallets.models import LedgerEvent, PlayerWallet, WalletOutbox
 
@@ -354,7 +353,7 @@ def check_ledger(world: World) -> None:
         assert shown.json()["xp_total"] == PlayerWallet.objects.get(player_id=s.player_id).xp_total, s.username
 
 
-def run(seed: int, student_factory: Any, tmp_path: Path, point_redis: Any, settings: Any) -> World:  # noqa: F811
+def run(seed: int, student_factory: Any, tmp_path: Path, point_redis: Any, settings: Any) -> World:
     server = RedisProcess(tmp_path / "redis", aof=True, fsync="always")
     server.start()
     point_redis(server.url)
@@ -408,7 +407,7 @@ def run(seed: int, student_factory: Any, tmp_path: Path, point_redis: Any, setti
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_nemesis(seed, student_factory, tmp_path, point_redis, settings):  # noqa: F811
+def test_nemesis(seed, student_factory, tmp_path, point_redis, settings):
     settings.MEMORA_FLUSH_LEASE = 1
     settings.MEMORA_FLUSH_CHUNK = 3
     settings.MEMORA_RATE_LESSONS_PLAYER = (100_000, 60)

@@ -22,34 +22,12 @@ from core import hotstate
 from core.errors import ApiError
 from devices import cache as device_cache
 from devices import tokens
-from memora import reconciler
 from memora.tests.redisproc import RedisProcess, free_port
 from wallets import idempotency
 from wallets import services as wallet_services
 from wallets.models import LedgerEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-# These tests are about outages (a dead, empty, stale or unreachable Redis), not about slowness:
-# the app gets a timeout that a busy 2-core machine cannot hit by chance (refused connections still
-# fail at once). The test about a timeout sets its own, against a Redis that certainly holds the reply.
-GENEROUS_TIMEOUT = 5.0
-
-
-@pytest.fixture
-def point_redis(settings: Any) -> Iterator[Any]:
-    """Point the app's Redis at a URL (a private server, or a closed port for a partition)."""
-
-    def point(url: str, *, timeout: float = GENEROUS_TIMEOUT) -> None:
-        caches = dict(settings.CACHES)
-        options = {**caches["default"]["OPTIONS"], "SOCKET_TIMEOUT": timeout, "SOCKET_CONNECT_TIMEOUT": timeout}
-        caches["default"] = {**caches["default"], "LOCATION": url, "OPTIONS": options}
-        settings.CACHES = caches
-        hotstate.breaker.reset()
-
-    yield point
-    hotstate.breaker.reset()
 
 
 @pytest.fixture
@@ -59,14 +37,6 @@ def private_redis(tmp_path: Any, point_redis: Any) -> Iterator[RedisProcess]:
     point_redis(server.url)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def running_reconciler(settings: Any) -> Iterator[None]:
-    settings.MEMORA_RECONCILER_ENABLED = True
-    reconciler.ensure_started()
-    yield
-    reconciler.stop()
 
 
 def lesson(student: Student, lesson_id: str, key: str) -> Any:

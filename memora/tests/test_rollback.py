@@ -20,7 +20,6 @@ from devices import cache as device_cache
 from devices import services as device_services
 from devices.models import AuthorizedDevice
 from memora.tests.redisproc import RedisProcess
-from memora.tests.test_resilience import point_redis  # noqa: F401 (a fixture)
 from wallets import flush
 from wallets.models import LedgerEvent, PlayerWallet
 
@@ -90,7 +89,7 @@ def assert_the_truth(state: dict[str, Any], student_factory: Any) -> None:
     call_command("verify_wallets")
 
 
-def test_restart_from_an_older_aof(student_factory, tmp_path, point_redis):  # noqa: F811
+def test_restart_from_an_older_aof(student_factory, tmp_path, point_redis):
     server = RedisProcess(tmp_path / "redis", aof=True, fsync="always")
     server.start()
     point_redis(server.url)
@@ -108,7 +107,7 @@ def test_restart_from_an_older_aof(student_factory, tmp_path, point_redis):  # n
         server.stop()
 
 
-def test_failover_to_a_replica_that_lagged(student_factory, tmp_path, point_redis):  # noqa: F811
+def test_failover_to_a_replica_that_lagged(student_factory, tmp_path, point_redis):
     master = RedisProcess(tmp_path / "master", aof=True, fsync="always")
     replica = RedisProcess(tmp_path / "replica", aof=True, fsync="always")
     master.start()
@@ -138,7 +137,7 @@ def test_failover_to_a_replica_that_lagged(student_factory, tmp_path, point_redi
         replica.stop()
 
 
-def test_recovery_drops_every_outbox_copy_before_any_rebuild(student_factory, tmp_path, point_redis):  # noqa: F811
+def test_recovery_drops_every_outbox_copy_before_any_rebuild(student_factory, tmp_path, point_redis):
     """A partition (the same Redis, unreachable): no identity changes, so the outbox must cover
     it. Every copy it names is dropped first, whatever the backlog, then rebuilt at leisure."""
     from memora import reconciler
@@ -167,7 +166,7 @@ def test_recovery_drops_every_outbox_copy_before_any_rebuild(student_factory, tm
         server.stop()
 
 
-def test_a_revoked_service_key_stays_revoked_after_a_rollback(student_factory, api, tmp_path, point_redis):  # noqa: F811
+def test_a_revoked_service_key_stays_revoked_after_a_rollback(student_factory, api, tmp_path, point_redis):
     from devices import servicekeys
 
     server = RedisProcess(tmp_path / "redis", aof=True, fsync="always")

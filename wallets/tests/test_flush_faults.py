@@ -25,7 +25,8 @@ from core import hotstate
 from players.models import PlayerProfile
 from players.tests.factories import PlayerFactory
 from wallets import cache, flush, services, sync, verification
-from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet
+from wallets.models import DeadLetter, LedgerEvent, PlayerWallet
+from wallets.tests.factories import award_request
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -33,18 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def award(player_id: int, amount: int = 7, key: str | None = None) -> services.AwardOutcome:
-    return services.wallet_award(
-        request=services.AwardRequest(
-            player_id=player_id,
-            kind=EventKind.SERVICE,
-            base_amount=amount,
-            local_day=timezone.now().date(),
-            idem_scope=f"k:1|wallet_award_xp|{player_id}",
-            idem_key=key or uuid.uuid4().hex,
-            fingerprint=uuid.uuid4().hex,
-            reason="test",
-        )
-    )
+    request = award_request(player_id=player_id, base_amount=amount, idem_key=key, fingerprint=uuid.uuid4().hex)
+    return services.wallet_award(request=request)
 
 
 def accepted_events(players: list[PlayerProfile], per_player: int) -> dict[str, int]:
