@@ -300,7 +300,7 @@ class StudentOverviewAdmin(StudentAdmin):
                 ("Student", f"{profile.display_name} ({profile.user.username})"),
                 ("Current streak", wallet["current_streak"]),
                 ("Last activity day", wallet["last_activity_date"] or "—"),
-                ("Lost at the last break", f"{stored.streak_before_break if stored else 0} (as of the last flush)"),
+                ("Lost at the last break", f"{stored.streak_lost if stored else 0} (as of the last flush)"),
             ],
             submit="Restore",
             run=lambda data: self._restore_streak_of(request, profile, data["reason"]),

@@ -8,8 +8,9 @@ events (JSON), ``if:<id>`` events claimed by a flush with ``ifm:<id>`` (claim id
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +18,78 @@ import redis
 
 from core import hotstate
 from core.redisconn import IDENTITY
+from wallets import rules
 
 # Students whose wallet this process could not rebuild after a database-first change: it rebuilds
 # them (or takes the database path) before trusting their Redis wallet again.
 stale_players: set[int] = set()
 
-WALLET_FIELDS = ("xp", "streak", "longest", "last", "lastd", "freezes", "ver", "day", "xpd", "gen", "brk")
+# The one map of the wallet's stored names. Python name (WalletHash, rules.Streak, PlayerWallet)
+# -> Redis hash field / PlayerWallet column / pending-event JSON key and ledger column. The stored
+# names are in production Redis, databases and queued events: they stay; Python uses its own.
+#   xp               xp     xp_total              xp_total_after
+#   streak.current   streak current_streak        streak_after
+#   streak.longest   longest longest_streak       longest_after
+#   streak.last_day  last (ordinal), lastd (ISO)  last_activity_date  last_day_after
+#   streak.freezes   freezes streak_freezes       freezes_after
+#   streak.streak_lost  brk  streak_before_break  break_after  (the streak lost at the last break)
+#   version          ver    version               version
+#   generation       gen    generation            gen / generation
+#   day              day    (the open day: the day of xp_day and of the lessons set wl:<id>)
+#   xp_day           xpd    (lesson XP of the open day)  xp_day_after
+WALLET_HASH_FIELDS = ("xp", "streak", "longest", "last", "lastd", "freezes", "ver", "day", "xpd", "gen", "brk")
+
+
+@dataclass(frozen=True)
+class WalletHash:
+    """The Redis wallet hash ``w:<id>``, typed (the award script reads and writes the same fields)."""
+
+    xp: int
+    streak: rules.Streak
+    version: int
+    day: dt.date | None  # the open day (the last activity day, or the day of the rebuild)
+    xp_day: int
+    generation: int = 0
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, str]) -> WalletHash:
+        last = f.get("last")
+        day = f.get("day")
+        streak = rules.Streak(
+            int(f.get("streak") or 0),
+            int(f.get("longest") or 0),
+            dt.date.fromordinal(int(last)) if last else None,
+            int(f.get("freezes") or 0),
+            int(f.get("brk") or 0),
+        )
+        return cls(
+            xp=int(f.get("xp") or 0),
+            streak=streak,
+            version=int(f.get("ver") or 0),
+            day=dt.date.fromisoformat(day) if day else None,
+            xp_day=int(f.get("xpd") or 0),
+            generation=int(f.get("gen") or 0),
+        )
+
+    def fields(self) -> dict[str, str]:
+        """Every field but ``gen`` (the rebuild script sets it beside the identity stamp)."""
+        s = self.streak
+        return {
+            "xp": str(self.xp),
+            "streak": str(s.current),
+            "longest": str(s.longest),
+            "last": str(s.last_day.toordinal()) if s.last_day else "",
+            "lastd": s.last_day.isoformat() if s.last_day else "",
+            "freezes": str(s.freezes),
+            "brk": str(s.streak_lost),
+            "ver": str(self.version),
+            "day": self.day.isoformat() if self.day else "",
+            "xpd": str(self.xp_day),
+        }
+
+    def xp_on(self, today: dt.date) -> int:
+        """The lesson XP shown for ``today``."""
+        return self.xp_day if self.day == today else 0
 
 
 def wallet_key(pid: int) -> str:
@@ -119,12 +186,20 @@ def award(*, pid: int, idem_digest: str, values: dict[str, Any]) -> list[Any]:
     return [_text(v) for v in hotstate.call(lambda r: _award(r, keys, args))]
 
 
-def read_wallet(pid: int) -> dict[str, str] | None:
+def idem_record(*, fp: str, answer: str) -> str:
+    """An idempotency record: the request's fingerprint digest and its answer's record
+    (``replay.Answer.record``), as the award script writes it. Records written before hold
+    ``{fp, status, body}`` instead of ``r``; they are answered as they are."""
+    return json.dumps({"fp": fp, "r": answer})
+
+
+def read_wallet(pid: int) -> WalletHash | None:
     """The wallet hash, or None when it is absent or suspect."""
-    values = hotstate.call(lambda r: _read(r, [wallet_key(pid)], _read.argv({"identity": IDENTITY}, *WALLET_FIELDS)))
-    if not values or values[WALLET_FIELDS.index("ver")] is None:
+    argv = _read.argv({"identity": IDENTITY}, *WALLET_HASH_FIELDS)
+    values = hotstate.call(lambda r: _read(r, [wallet_key(pid)], argv))
+    if not values or values[WALLET_HASH_FIELDS.index("ver")] is None:
         return None
-    return {name: _text(v) or "" for name, v in zip(WALLET_FIELDS, values, strict=True)}
+    return WalletHash.from_fields({name: _text(v) or "" for name, v in zip(WALLET_HASH_FIELDS, values, strict=True)})
 
 
 def forget_many(player_ids: list[int]) -> None:
@@ -157,7 +232,7 @@ def rebuild(
     pid: int,
     generation: int,
     expected_version: str | None,
-    fields: dict[str, str],
+    wallet: WalletHash,
     lessons: list[str],
     idem_records: dict[str, str],
     idem_ttl_ms: int,
@@ -167,7 +242,7 @@ def rebuild(
     named = {
         "generation": generation,
         "expected_version": expected_version or "",
-        "fields_json": json.dumps(fields),
+        "fields_json": json.dumps(wallet.fields()),
         "lessons_json": json.dumps(lessons),
         "idem_ttl_ms": idem_ttl_ms,
         "identity": IDENTITY,

@@ -32,7 +32,7 @@ _APPLIED = (
     "longest_streak",
     "last_activity_date",
     "streak_freezes",
-    "streak_before_break",
+    "streak_lost",
     "version",
     "applied_generation",
 )

@@ -117,7 +117,7 @@ class PendingEvent:
     longest_after: int
     last_day_after: dt.date | None
     freezes_after: int
-    break_after: int
+    streak_lost_after: int  # the event's key and the column stay `break_after`
     streak_before: int | None
     actor: str | None
     # The main event of the request this one belongs to (a freeze used or earned by a lesson).
@@ -131,7 +131,7 @@ class PendingEvent:
     @property
     def streak(self) -> rules.Streak:
         return rules.Streak(
-            self.streak_after, self.longest_after, self.last_day_after, self.freezes_after, self.break_after
+            self.streak_after, self.longest_after, self.last_day_after, self.freezes_after, self.streak_lost_after
         )
 
     @classmethod
@@ -174,7 +174,7 @@ class PendingEvent:
             longest_after=int(e["longest_after"]),
             last_day_after=last_day,
             freezes_after=int(e.get("freezes_after") or 0),
-            break_after=int(e.get("break_after") or 0),
+            streak_lost_after=int(e.get("break_after") or 0),
             streak_before=int(streak_before) if streak_before is not None else None,
             actor=str(e.get("actor") or "") or None,
             request_id=str(e.get("req") or e["event_id"]),
@@ -210,7 +210,7 @@ class PendingEvent:
             self.longest_after,
             last.isoformat() if last else None,
             self.freezes_after,
-            self.break_after,
+            self.streak_lost_after,
             self.streak_before,
             self.actor,
         )

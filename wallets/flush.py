@@ -62,7 +62,7 @@ class FlushSummary:
 
 @dataclass
 class WalletRow:
-    """A wallet row as the flush reads and writes it, by name (never by tuple position)."""
+    """A wallet row as the flush reads and writes it, by field name (never by tuple position)."""
 
     player_id: int
     xp_total: int
@@ -70,7 +70,7 @@ class WalletRow:
     longest_streak: int
     last_activity_date: dt.date | None
     streak_freezes: int
-    streak_before_break: int
+    streak_lost: int
     version: int
     applied_generation: int
     generation: int
@@ -92,12 +92,14 @@ class WalletRow:
             self.longest_streak = longest
             self.last_activity_date = newest.last_day_after
             self.streak_freezes = newest.freezes_after
-            self.streak_before_break = newest.break_after
+            self.streak_lost = newest.streak_lost_after
             self.applied_generation, self.version = newest.order
         self.updated_at = now
 
 
 _WALLET_COLUMNS = tuple(WalletRow.__dataclass_fields__)
+# A column may keep an older name than its field (wallets.cache documents them).
+_WALLET_DB_COLUMNS = {name: PlayerWallet._meta.get_field(name).column for name in _WALLET_COLUMNS}
 
 
 class Hooks:
@@ -129,9 +131,9 @@ def _insert_sql() -> str:
 
 def _upsert_sql() -> str:
     table = connection.ops.quote_name(PlayerWallet._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in _WALLET_COLUMNS)
+    columns = ", ".join(connection.ops.quote_name(_WALLET_DB_COLUMNS[c]) for c in _WALLET_COLUMNS)
     marks = ", ".join(["%s"] * len(_WALLET_COLUMNS))
-    updated = [c for c in _WALLET_COLUMNS if c not in ("player_id", "generation", "created_at")]
+    updated = [_WALLET_DB_COLUMNS[c] for c in _WALLET_COLUMNS if c not in ("player_id", "generation", "created_at")]
     q = connection.ops.quote_name
     if connection.vendor == "mysql":
         assign = ", ".join(f"{q(c)} = VALUES({q(c)})" for c in updated)

@@ -101,8 +101,9 @@ class PlayerWallet(models.Model):
     longest_streak = models.IntegerField(default=0)
     last_activity_date = models.DateField(null=True, blank=True)
     streak_freezes = models.IntegerField(default=0)
-    # The streak the last break reset, which support may restore; 0 when there is none.
-    streak_before_break = models.IntegerField(default=0)
+    # The streak the last break reset, which support may restore; 0 when there is none (its
+    # column keeps the first name, like every stored name in wallets.cache.WALLET_HASH_FIELDS).
+    streak_lost = models.IntegerField(default=0, db_column="streak_before_break")
     # (applied_generation, version): the newest event applied to the streak fields, in the
     # (generation, version) order every event carries. An event at or below it may already be in
     # the ledger (a rollback or a stalled flusher hands it out again); one above it is new.
@@ -177,7 +178,7 @@ class LedgerEvent(models.Model):
     longest_after = models.IntegerField()
     last_day_after = models.DateField(null=True, blank=True)
     freezes_after = models.IntegerField(default=0)
-    break_after = models.IntegerField(default=0)
+    streak_lost_after = models.IntegerField(default=0, db_column="break_after")
     # A streak restore's answer shows the streak before it.
     streak_before = models.IntegerField(null=True, blank=True)
     # Who made a manual change (a streak restore): "service:<key name>" or "admin:<username>";

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core import hotstate
+from players import timezones
 from players.models import PlayerProfile
 from wallets import cache, replay, rules, selectors
 from wallets.events import counted_event
@@ -86,7 +86,7 @@ def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> int | None:
             pid=player_id,
             generation=wallet.generation,
             expected_version=version,
-            fields=state.fields,
+            wallet=state.wallet,
             lessons=state.lessons,
             idem_records=state.records,
             idem_ttl_ms=settings.MEMORA_IDEMPOTENCY_TTL * 1000,
@@ -98,7 +98,7 @@ def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> int | None:
 
 @dataclass(frozen=True)
 class _RebuildState:
-    fields: dict[str, str]
+    wallet: cache.WalletHash
     lessons: list[str]
     records: dict[str, str]
 
@@ -125,28 +125,23 @@ def _rebuild_state(
         flushed_ids |= {str(e) for e in discarded.filter(resolution="discarded").values_list("event_id", flat=True)}
     pending = [e for i, e in candidates.items() if i not in flushed_ids]
     now = timezone.now()
-    today = replay.local_day_for(profile=profile, at=now)
+    today = timezones.student_day(profile, now)
     xp_total = wallet.xp_total + sum(int(e["amount"]) for e in pending)
-    state: dict[str, Any] = {
-        "streak": wallet.current_streak,
-        "longest": wallet.longest_streak,
-        "last": wallet.last_activity_date,
-        "freezes": wallet.streak_freezes,
-        "brk": wallet.streak_before_break,
-    }
+    streak = replay.streak_of(wallet)
     newest = max(pending, key=_event_order, default=None)
     if newest is not None and _event_order(newest) > (wallet.applied_generation, wallet.version):
-        state.update(
-            streak=int(newest["streak_after"]),
-            longest=max(int(newest["longest_after"]), wallet.longest_streak),
-            last=dt.date.fromisoformat(newest["last_day_after"]) if newest["last_day_after"] else None,
-            freezes=int(newest["freezes_after"]),
-            brk=int(newest.get("break_after") or 0),
+        last_day = newest["last_day_after"]
+        streak = rules.Streak(
+            int(newest["streak_after"]),
+            max(int(newest["longest_after"]), wallet.longest_streak),
+            dt.date.fromisoformat(last_day) if last_day else None,
+            int(newest["freezes_after"]),
+            int(newest.get("break_after") or 0),
         )
     # The next Redis event must come after everything seen, in (generation, version) order: the
     # hash's generation is the database's, its version the highest seen.
     ver = max([wallet.version, *(int(e["version"]) for e in unflushed)])
-    last: dt.date | None = state["last"]
+    last = streak.last_day
     # Today's XP and lessons belong to the last activity day (the only day still open).
     open_day = last or today
     day_rows = LedgerEvent.objects.filter(player_id=player_id, local_day=open_day, kind=EventKind.LESSON)
@@ -157,29 +152,14 @@ def _rebuild_state(
             xp_today += int(e["amount"])
             if e["lesson_id"]:
                 lessons.add(e["lesson_id"])
-    fields = {
-        "xp": str(xp_total),
-        "streak": str(state["streak"]),
-        "longest": str(state["longest"]),
-        "last": str(last.toordinal()) if last else "",
-        "lastd": last.isoformat() if last else "",
-        "freezes": str(state["freezes"]),
-        "brk": str(state["brk"]),
-        "ver": str(ver),
-        "day": open_day.isoformat(),
-        "xpd": str(xp_today),
-    }
+    hashed = cache.WalletHash(xp=xp_total, streak=streak, version=ver, day=open_day, xp_day=xp_today)
     records = {
-        f"{digest.hex()}": json.dumps(
-            {
-                "fp": bytes(events[0].fp_digest or b"").hex(),
-                "status": 201,
-                "body": json.dumps(replay.replay_body(events)),
-            }
+        f"{digest.hex()}": cache.idem_record(
+            fp=bytes(events[0].fp_digest or b"").hex(), answer=replay.Answer.from_rows(events).record()
         )
         for digest, events in replay.ledger_requests(player_id=player_id).items()
     }
-    return _RebuildState(fields=fields, lessons=sorted(lessons), records=records)
+    return _RebuildState(wallet=hashed, lessons=sorted(lessons), records=records)
 
 
 def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
@@ -197,14 +177,10 @@ def wallet_read(*, player_id: int, today: dt.date) -> dict[str, Any]:
     if data is None:
         wallet = PlayerWallet.objects.filter(player_id=player_id).first() or PlayerWallet(player_id=player_id)
         last_day = wallet.last_activity_date
-        xp_today = replay.lesson_xp_today(player_id=player_id, day=last_day) if last_day and last_day >= today else 0
-        return replay.wallet_body(wallet, today=today, xp_today=xp_today)
-    last = dt.date.fromordinal(int(data["last"])) if data["last"] else None
-    streak = rules.Streak(
-        int(data["streak"] or 0), int(data["longest"] or 0), last, int(data["freezes"] or 0), int(data["brk"] or 0)
-    )
-    xp_today = int(data["xpd"] or 0) if data["day"] == today.isoformat() else 0
-    return replay.wallet_view(xp_total=int(data["xp"] or 0), xp_today=xp_today, streak=streak, today=today)
+        xp_today = replay.day_lessons(player_id=player_id, day=last_day)[0] if last_day and last_day >= today else 0
+        streak = replay.streak_of(wallet)
+        return replay.wallet_view(xp_total=wallet.xp_total, xp_today=xp_today, streak=streak, today=today)
+    return replay.wallet_view(xp_total=data.xp, xp_today=data.xp_on(today), streak=data.streak, today=today)
 
 
 # --- verification ---------------------------------------------------------------------------------

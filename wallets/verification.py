@@ -32,7 +32,7 @@ def _expected(player_id: int, *, total: int | None = None) -> dict[str, Any]:
             current_streak=newest.streak_after,
             last_activity_date=newest.last_day_after,
             streak_freezes=newest.freezes_after,
-            streak_before_break=newest.break_after,
+            streak_lost=newest.streak_lost_after,
         )
     return expected
 

@@ -63,7 +63,7 @@ def test_freezes_carry_a_streak_over_missed_days_and_a_longer_gap_resets_it(keye
     assert LedgerEvent.objects.filter(player_id=s.player_id, kind=EventKind.FREEZE_EARNED).count() == 2
     call_command("verify_wallets")
     wallet = PlayerWallet.objects.get(player_id=s.player_id)
-    assert (wallet.current_streak, wallet.longest_streak, wallet.streak_before_break) == (1, 15, 15)
+    assert (wallet.current_streak, wallet.longest_streak, wallet.streak_lost) == (1, 15, 15)
 
 
 def restore(api, key, player_id, reason="App outage on 2026-11-20", idem="r-1"):

@@ -1,15 +1,18 @@
 -- One award. KEYS: 1 wallet, 2 lessons of the last activity day, 3 pending, 4 dirty set,
 -- 5 idempotency record, 6 rate counter, 7 completions of the local day (`per_day` 0: no bound).
--- Dedupe, the XP and streak rules (mirrors wallets.rules), the wallet hash, the events (each with the
--- wallet after it, its generation and version, its request's key and fingerprint digests), the
--- dirty set, the stored response.
+-- Dedupe, the XP and streak rules (mirrors wallets.rules.apply; the property tests hold it to
+-- it), the wallet hash, the events (each with the wallet after it, its generation and version, its
+-- request's key and fingerprint digests), the dirty set, the idempotency record. Returns the
+-- answer's record (wallets.replay.Answer: Python renders the body).
 local rec = redis.call('GET', KEYS[5])
 if rec then
   local r = cjson.decode(rec)
   -- The request's 64-bit fingerprint digest against the record's first 64 bits (records written
   -- before hold 128 bits, or the whole SHA-256).
   if string.sub(r['fp'], 1, #fp) ~= fp then return {'conflict'} end
-  return {'replay', tostring(r['status']), r['body']}
+  if r['r'] then return {'replay', r['r']} end
+  -- A record written before answers carried their state: its body as it was.
+  return {'replay_body', tostring(r['status']), r['body']}
 end
 local stamp = redis.call('HGET', KEYS[1], 'st')
 if not stamp then return {'cold'} end
@@ -150,15 +153,16 @@ elseif kind == 'restore' then
   if brk > 0 then
     streak = brk + streak
     brk = 0
-    if last < dayn - 1 then
-      last = dayn - 1
-      lastd = iso(last)
-    end
-  elseif last ~= nil and streak > 0 and before == 0 then
+  elseif last == nil or streak == 0 or before ~= 0 then
+    return {'nothing'}
+  end
+  if last == nil or last < dayn - 1 then
+    -- The last day moves to yesterday, a day without lessons: it becomes the open day.
     last = dayn - 1
     lastd = iso(last)
-  else
-    return {'nothing'}
+    xpd = 0
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'day', lastd)
   end
   if streak > longest then longest = streak end
   awarded = 0
@@ -170,27 +174,16 @@ else
 end
 main['reason'] = reason
 
-local shown_today = 0
-if last ~= nil and last >= dayn then shown_today = xpd end
-local wallet = {
-  xp_total = xp, xp_today = shown_today, current_streak = shown_at(dayn), longest_streak = longest,
-  last_activity_date = lastd or cjson.null, today = day,
-  streak_active_today = (last ~= nil and last >= dayn), streak_freezes = freezes
-}
-local body
-if kind == 'lesson' then
-  body = cjson.encode({event_id = event_id, xp_awarded = awarded, capped = capped, wallet = wallet})
-elseif kind == 'restore' then
-  body = cjson.encode({event_id = event_id, kind = 'streak_restored', streak_before = before,
-                       streak_after = shown_at(dayn), wallet = wallet})
-else
-  body = cjson.encode({event_id = event_id, xp_awarded = awarded, wallet = wallet})
-end
+-- The answer's record, in wallets.replay.Answer.record's order.
+local capped_flag = 0
+if capped then capped_flag = 1 end
+local answer = table.concat({event_id, main['kind'], awarded, capped_flag, before, day, xp, xpd, streak, longest,
+                             lastd or '', freezes, brk}, ',')
 local lastv = ''
 if last ~= nil then lastv = tostring(last) end
 redis.call('HSET', KEYS[1], 'xp', xp, 'streak', streak, 'longest', longest, 'last', lastv,
            'lastd', lastd or '', 'ver', ver, 'xpd', xpd, 'freezes', freezes, 'brk', brk)
 for i = 1, #events do redis.call('RPUSH', KEYS[3], cjson.encode(events[i])) end
 redis.call('SADD', KEYS[4], player_id)
-redis.call('SET', KEYS[5], cjson.encode({fp = fp, status = 201, body = body}), 'PX', idem_ttl_ms)
-return {'ok', body}
+redis.call('SET', KEYS[5], cjson.encode({fp = fp, r = answer}), 'PX', idem_ttl_ms)
+return {'ok', answer}
