@@ -99,7 +99,7 @@ class WalletRow:
 
 _WALLET_COLUMNS = tuple(WalletRow.__dataclass_fields__)
 # A column may keep an older name than its field (wallets.cache documents them).
-_WALLET_DB_COLUMNS = {name: PlayerWallet._meta.get_field(name).column for name in _WALLET_COLUMNS}
+_WALLET_DB_COLUMNS: dict[str, str] = {f.attname: f.column for f in PlayerWallet._meta.concrete_fields}
 
 
 class Hooks:

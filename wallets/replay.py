@@ -105,8 +105,8 @@ class Answer:
         before = "" if self.streak_before is None else str(self.streak_before)
         last = s.last_day.isoformat() if s.last_day else ""
         values = (self.event_id, self.kind, self.amount, int(self.capped), before, self.today.isoformat())
-        values += (self.after.xp, self.after.xp_day, s.current, s.longest, last, s.freezes, s.streak_lost)
-        return _SEP.join(map(str, values))
+        state = (self.after.xp, self.after.xp_day, s.current, s.longest, last, s.freezes, s.streak_lost)
+        return _SEP.join(map(str, values + state))
 
     @classmethod
     def from_record(cls, record: str) -> Answer:
