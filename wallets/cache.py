@@ -232,12 +232,15 @@ def rebuild(
     pid: int,
     generation: int,
     expected_version: str | None,
-    wallet: WalletHash,
+    fields: WalletHash | Mapping[str, str],
     lessons: list[str],
     idem_records: dict[str, str],
     idem_ttl_ms: int,
 ) -> int:
-    """1 written, 0 refused (newer generation in Redis), -1 raced by an award (read again)."""
+    """1 written, 0 refused (newer generation in Redis), -1 raced by an award (read again).
+    ``fields``: the wallet hash; a mapping of its stored fields (what bench.flush seeds) is read
+    through the codec, so that every write of the hash goes through WalletHash."""
+    wallet = fields if isinstance(fields, WalletHash) else WalletHash.from_fields(fields)
     keys = [wallet_key(pid), lessons_key(pid), *(idem_key(pid, d) for d in idem_records)]
     named = {
         "generation": generation,
