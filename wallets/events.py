@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
 from django.core.exceptions import ImproperlyConfigured
 
 from wallets import idempotency, rules
@@ -127,7 +128,8 @@ def decode(player_id: int, raw: bytes | str, *, native_uuid: bool) -> FlushEvent
     """Decode and check one event straight into its ledger row (the flush's hot path: no
     intermediate objects). Raises ValueError, KeyError or TypeError on a bad one: an event the
     ledger would refuse never reaches an INSERT."""
-    e = json.loads(raw)
+    # orjson: 3-4x json.loads here; its errors are ValueErrors too.
+    e = orjson.loads(raw)
     if type(e) is not dict:
         raise TypeError("an event is a JSON object")
     kind = EVENT_KIND_CODES.get(e["kind"])
