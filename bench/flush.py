@@ -3,11 +3,11 @@
 
 Per case ``<students>x<awards>``:
 
-1. Seed: every student's wallet hash through ``wallets.cache.rebuild`` (what a rebuild of a fresh
-   wallet writes), then the awards through ``wallets.services.wallet_award`` itself, with
-   ``hotstate.call`` pointed at a Redis pipeline: the award path builds its arguments and runs its
-   own Lua script, so the pending events are exactly what it produces; only the round trips are
-   batched.
+1. Seed (``bench.common.seed_awards``, shared with bench.fanout): every student's wallet hash
+   through ``wallets.cache.rebuild`` (what a rebuild of a fresh wallet writes), then the awards
+   through ``wallets.services.wallet_award`` itself, with ``hotstate.call`` pointed at a Redis
+   pipeline: the award path builds its arguments and runs its own Lua script, so the pending
+   events are exactly what it produces; only the round trips are batched.
 2. The floor (``--raw``): the same events read from Redis (not timed) and written with raw SQL: a
    multi-row INSERT of the ledger rows (2,000 rows a statement, as the flush batches) and one
    ``INSERT ... ON DUPLICATE KEY UPDATE`` of the chunk's wallets, one transaction per 500 students.
@@ -261,7 +261,8 @@ def run_flush_child(profile_path: str | None) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.flush", "--child-flush"]
     if profile_path:
         spy = str(common.ROOT / ".venv" / "bin" / "py-spy")
-        argv = [spy, "record", "--rate", "100", "--format", "raw", "-o", profile_path, "--", *argv]
+        # --idle: the time waiting on MariaDB and Redis shows too (the flush's SQL against its own work).
+        argv = [spy, "record", "--idle", "--rate", "100", "--format", "raw", "-o", profile_path, "--", *argv]
     out = subprocess.run(argv, cwd=common.ROOT, capture_output=True, text=True, timeout=3600)
     line = next((x for x in out.stdout.splitlines() if x.startswith("FLUSHJSON ")), None)
     if line is None:
