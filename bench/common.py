@@ -191,6 +191,118 @@ def seed_sessions(pids: list[int], *, warm_wallet: bool = False, processes: int 
     return [by_pid[pid] for pid in pids]
 
 
+# --- awards pending in Redis ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pipelined(pipe: Any, answer: Any) -> Iterator[None]:
+    """Point ``hotstate.call`` at ``pipe``: the service's Redis work is queued, not sent."""
+    from core import hotstate
+
+    original = hotstate.call
+
+    def queue(fn: Any) -> Any:
+        fn(pipe)
+        return answer
+
+    hotstate.call = queue  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        hotstate.call = original  # type: ignore[assignment]
+
+
+def seed_awards(pids: list[int], awards: int) -> dict[str, Any]:
+    """Every student's wallet hash through ``wallets.cache.rebuild`` (what a rebuild of a fresh
+    wallet writes), then ``awards`` lessons each through ``wallets.services.wallet_award`` itself,
+    round robin, with ``hotstate.call`` pointed at a Redis pipeline: the pending events are exactly
+    what the award path produces; only the round trips are batched. The seeding of bench.flush and
+    bench.fanout."""
+    from django.conf import settings
+
+    from core import redisconn
+
+    # The identity refresh pipelined ahead of a command (core.redisconn) goes wrong in
+    # these 2,000-command pipelines: some batches learn a wrong identity and their awards answer
+    # "suspect" (seen on main too; reported). The seeding talks to one server that does not
+    # change: it learns the identity once, at connect.
+    redisconn._REFRESH_SECONDS = float("inf")
+
+    from wallets import cache, idempotency, rules, services
+    from wallets.models import EventKind
+
+    day = dt.datetime.now(dt.UTC).date()
+    r = redis_client()
+    t0 = time.perf_counter()
+    fresh = {
+        "xp": "0",
+        "streak": "0",
+        "longest": "0",
+        "last": "",
+        "lastd": "",
+        "freezes": "0",
+        "ver": "0",
+        "day": day.isoformat(),
+        "xpd": "0",
+    }
+    pipe = r.pipeline(transaction=False)
+    with pipelined(pipe, 1):
+        for pid in pids:
+            cache.rebuild(
+                pid=pid,
+                generation=0,
+                expected_version=None,
+                fields=fresh,
+                lessons=[],
+                idem_records={},
+                idem_ttl_ms=settings.MEMORA_IDEMPOTENCY_TTL * 1000,
+            )
+            if len(pipe) >= 5000:
+                assert all(x == 1 for x in pipe.execute())
+        assert all(x == 1 for x in pipe.execute())
+    not_ok = 0
+    xp = 0
+    body = {"score": 80}
+    base = rules.lesson_base_xp(80)
+    pipe = r.pipeline(transaction=False)
+
+    def execute() -> None:
+        nonlocal not_ok, xp
+        for result in pipe.execute():
+            if result[0] != b"ok":
+                not_ok += 1
+            else:
+                xp += json.loads(result[1])["xp_awarded"]
+
+    with pipelined(pipe, ["ok", "{}"]):
+        # Round robin, as awards arrive: every student's j-th lesson, then the (j+1)-th.
+        for j in range(awards):
+            lesson = f"lesson-{j}"
+            fingerprint = idempotency.fingerprint(
+                method="POST", route="lesson_complete", path_params={"lesson_id": lesson}, body=body
+            )
+            for pid in pids:
+                services.wallet_award(
+                    request=services.AwardRequest(
+                        player_id=pid,
+                        kind=EventKind.LESSON,
+                        base_amount=base,
+                        local_day=day,
+                        idem_scope=idempotency.scope(caller=f"p:{pid}", endpoint="lesson_complete", player_id=pid),
+                        idem_key=str(uuid.uuid4()),
+                        fingerprint=fingerprint,
+                        lesson_id=lesson,
+                        rate_limit=settings.MEMORA_RATE_LESSONS_PLAYER,
+                    )
+                )
+                if len(pipe) >= 2000:
+                    execute()
+        execute()
+    if not_ok:
+        raise RuntimeError(f"{not_ok} seeded awards were not accepted")
+    return {"seconds": round(time.perf_counter() - t0, 1), "events": len(pids) * awards, "xp": xp}
+
+
 # --- measuring ------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,6 @@ Rounds alternate the order (1 then 2, then 2 then 1); the report takes medians.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing
 import queue
@@ -114,37 +113,14 @@ def memory_per_student(pids: list[int], shards: list[int]) -> dict[str, Any]:
 def prepare_chunks(pids: list[int], chunk: int) -> list[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
     """(ledger rows, wallet upsert rows) per chunk of students, as bench.flush.raw_floor builds them."""
     r = common.redis_client()
-    out = []
-    for start in range(0, len(pids), chunk):
-        part = pids[start : start + chunk]
-        events = bench_flush.read_events(r, part)
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        rows = [row for pid in part for row in bench_flush.ledger_rows(pid, events[pid])]
-        wallets = []
-        for pid in part:
-            if not events[pid]:
-                continue
-            newest = max(events[pid], key=lambda e: int(e["version"]))
-            total = sum(int(e["amount"]) for e in events[pid])
-            wallets.append(
-                (
-                    pid,
-                    total,
-                    *bench_flush._wallet_values(newest),
-                    now,
-                    now,
-                    *bench_flush._wallet_defaults(),
-                )
-            )
-        out.append((rows, wallets))
-    return out
+    return [bench_flush.chunk_rows(r, pids[start : start + chunk]) for start in range(0, len(pids), chunk)]
 
 
 def _raw_child(chunks: list[Any], barrier: Any, results: Any) -> None:
     from django.db import connection, connections, transaction
 
     connections.close_all()
-    insert, upsert, _ = bench_flush._sql()
+    insert, upsert, _ = bench_flush.sql()
     connection.ensure_connection()
     raw = connection.connection
     barrier.wait()
@@ -239,19 +215,14 @@ def run_flush(workers: int) -> dict[str, Any]:
 def run_case(students: int, awards: int, *, rounds: int, sample_shards: int, chunk: int) -> dict[str, Any]:
     from django.conf import settings
 
-    from core import hotstate, redisconn
+    from core import hotstate
 
-    # The identity refresh pipelined ahead of a command (core.redisconn) goes wrong in the seeding's
-    # 2,000-command pipelines: some batches learn a wrong identity and their awards answer
-    # "suspect" (seen by the leaner issue's benchmarks too). The seeding talks to one server that
-    # does not change: it learns the identity once, at connect.
-    redisconn._REFRESH_SECONDS = float("inf")
     common.ledger_reset()
     common.redis_cleanup()
     pids = common.ensure_students(students)
     name = f"fanout {students}x{awards}"
     common.log(f"{name}: seeding {students * awards} awards through wallet_award (pipelined)")
-    seeded = bench_flush.seed(pids, awards)
+    seeded = common.seed_awards(pids, awards)
     step = max(1, settings.MEMORA_REDIS_SHARDS // sample_shards)
     shards = list(range(0, settings.MEMORA_REDIS_SHARDS, step))[:sample_shards]
     in_sample = [pid for pid in pids if hotstate.shard_of(pid) in set(shards)]

@@ -3,11 +3,11 @@
 
 Per case ``<students>x<awards>``:
 
-1. Seed: every student's wallet hash through ``wallets.cache.rebuild`` (what a rebuild of a fresh
-   wallet writes), then the awards through ``wallets.services.wallet_award`` itself, with
-   ``hotstate.call`` pointed at a Redis pipeline: the award path builds its arguments and runs its
-   own Lua script, so the pending events are exactly what it produces; only the round trips are
-   batched.
+1. Seed (``bench.common.seed_awards``, shared with bench.fanout): every student's wallet hash
+   through ``wallets.cache.rebuild`` (what a rebuild of a fresh wallet writes), then the awards
+   through ``wallets.services.wallet_award`` itself, with ``hotstate.call`` pointed at a Redis
+   pipeline: the award path builds its arguments and runs its own Lua script, so the pending
+   events are exactly what it produces; only the round trips are batched.
 2. The floor (``--raw``): the same events read from Redis (not timed) and written with raw SQL: a
    multi-row INSERT of the ledger rows (2,000 rows a statement, as the flush batches) and one
    ``INSERT ... ON DUPLICATE KEY UPDATE`` of the chunk's wallets, one transaction per 500 students.
@@ -32,115 +32,9 @@ import json
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from bench import common
-
-
-@contextlib.contextmanager
-def pipelined(pipe: Any, answer: Any) -> Iterator[None]:
-    """Point ``hotstate.call`` at ``pipe``: the service's Redis work is queued, not sent."""
-    from core import hotstate
-
-    original = hotstate.call
-
-    def queue(fn: Any) -> Any:
-        fn(pipe)
-        return answer
-
-    hotstate.call = queue  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        hotstate.call = original  # type: ignore[assignment]
-
-
-def seed(pids: list[int], awards: int) -> dict[str, Any]:
-    from django.conf import settings
-
-    from core import redisconn
-
-    # The identity refresh pipelined ahead of a command (core.redisconn) goes wrong in
-    # these 2,000-command pipelines: some batches learn a wrong identity and their awards answer
-    # "suspect" (seen on main too; reported). The seeding talks to one server that does not
-    # change: it learns the identity once, at connect.
-    redisconn._REFRESH_SECONDS = float("inf")
-
-    from wallets import cache, idempotency, rules, services
-    from wallets.models import EventKind
-
-    day = dt.datetime.now(dt.UTC).date()
-    r = common.redis_client()
-    t0 = time.perf_counter()
-    fresh = {
-        "xp": "0",
-        "streak": "0",
-        "longest": "0",
-        "last": "",
-        "lastd": "",
-        "freezes": "0",
-        "ver": "0",
-        "day": day.isoformat(),
-        "xpd": "0",
-    }
-    pipe = r.pipeline(transaction=False)
-    with pipelined(pipe, 1):
-        for pid in pids:
-            cache.rebuild(
-                pid=pid,
-                generation=0,
-                expected_version=None,
-                fields=fresh,
-                lessons=[],
-                idem_records={},
-                idem_ttl_ms=settings.MEMORA_IDEMPOTENCY_TTL * 1000,
-            )
-            if len(pipe) >= 5000:
-                assert all(x == 1 for x in pipe.execute())
-        assert all(x == 1 for x in pipe.execute())
-    not_ok = 0
-    xp = 0
-    body = {"score": 80}
-    base = rules.lesson_base_xp(80)
-    pipe = r.pipeline(transaction=False)
-
-    def execute() -> None:
-        nonlocal not_ok, xp
-        for result in pipe.execute():
-            if result[0] != b"ok":
-                not_ok += 1
-            else:
-                xp += json.loads(result[1])["xp_awarded"]
-
-    with pipelined(pipe, ["ok", "{}"]):
-        # Round robin, as awards arrive: every student's j-th lesson, then the (j+1)-th.
-        for j in range(awards):
-            lesson = f"lesson-{j}"
-            fingerprint = idempotency.fingerprint(
-                method="POST", route="lesson_complete", path_params={"lesson_id": lesson}, body=body
-            )
-            for pid in pids:
-                services.wallet_award(
-                    request=services.AwardRequest(
-                        player_id=pid,
-                        kind=EventKind.LESSON,
-                        base_amount=base,
-                        local_day=day,
-                        idem_scope=idempotency.scope(caller=f"p:{pid}", endpoint="lesson_complete", player_id=pid),
-                        idem_key=str(uuid.uuid4()),
-                        fingerprint=fingerprint,
-                        lesson_id=lesson,
-                        rate_limit=settings.MEMORA_RATE_LESSONS_PLAYER,
-                    )
-                )
-                if len(pipe) >= 2000:
-                    execute()
-        execute()
-    if not_ok:
-        raise RuntimeError(f"{not_ok} seeded awards were not accepted")
-    return {"seconds": round(time.perf_counter() - t0, 1), "events": len(pids) * awards, "xp": xp}
 
 
 def read_events(r: Any, pids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -154,15 +48,13 @@ def read_events(r: Any, pids: list[int]) -> dict[int, list[dict[str, Any]]]:
 
 def ledger_rows(pid: int, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """The parameters of the rows the flush writes for these events: its own decoding
-    (``wallets.events.PendingEvent``), so the floor writes exactly the flush's rows (not timed)."""
-    import json
-
+    (``wallets.events.decode``), so the floor writes exactly the flush's rows (not timed)."""
     from django.db import connection
 
-    from wallets.events import PendingEvent
+    from wallets.events import decode
 
     native = bool(connection.features.has_native_uuid_field)
-    return [PendingEvent.from_redis(pid, json.dumps(e)).row(native_uuid=native) for e in events]
+    return [decode(pid, json.dumps(e), native_uuid=native).row for e in events]
 
 
 WALLET_FROM_EVENT = {
@@ -184,7 +76,7 @@ def _wallet_columns() -> dict[str, str]:
     return {w: e for w, e in WALLET_FROM_EVENT.items() if w in wallet and e in ledger}
 
 
-def _sql() -> tuple[str, str, str]:
+def sql() -> tuple[str, str, str]:
     from wallets.events import LEDGER_COLUMNS
     from wallets.models import LedgerEvent, PlayerWallet
 
@@ -211,7 +103,7 @@ def _sql() -> tuple[str, str, str]:
     return insert, upsert, update
 
 
-def _wallet_defaults() -> list[Any]:
+def wallet_defaults() -> list[Any]:
     """Values of a new wallet row's remaining columns (never used: every student has a wallet row)."""
     from wallets.models import PlayerWallet
 
@@ -219,7 +111,7 @@ def _wallet_defaults() -> list[Any]:
     return [f.get_default() for f in PlayerWallet._meta.concrete_fields if f.column not in named]
 
 
-def _wallet_values(e: dict[str, Any]) -> list[Any]:
+def wallet_values(e: dict[str, Any]) -> list[Any]:
     """The wallet columns set from one event (the newest of a student's)."""
     import datetime as dt
 
@@ -232,11 +124,27 @@ def _wallet_values(e: dict[str, Any]) -> list[Any]:
     return values
 
 
+def chunk_rows(r: Any, part: list[int]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """One chunk's ledger rows (the flush's own decoding) and wallet upsert rows, for the raw-SQL
+    floor (bench.flush, bench.fanout): prepared untimed."""
+    events = read_events(r, part)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = [row for pid in part for row in ledger_rows(pid, events[pid])]
+    wallets = []
+    for pid in part:
+        if not events[pid]:
+            continue
+        newest = max(events[pid], key=lambda e: int(e["version"]))
+        total = sum(int(e["amount"]) for e in events[pid])
+        wallets.append((pid, total, *wallet_values(newest), now, now, *wallet_defaults()))
+    return rows, wallets
+
+
 def raw_floor(pids: list[int], chunk: int) -> dict[str, Any]:
     """The same rows written by raw SQL, one transaction per chunk; only the SQL is timed."""
     from django.db import connection, transaction
 
-    insert, upsert, _ = _sql()
+    insert, upsert, _ = sql()
     r = common.redis_client()
     connection.ensure_connection()
     raw = connection.connection
@@ -246,16 +154,7 @@ def raw_floor(pids: list[int], chunk: int) -> dict[str, Any]:
     t_wall = time.perf_counter()
     for start in range(0, len(pids), chunk):
         part = pids[start : start + chunk]
-        events = read_events(r, part)
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        rows = [row for pid in part for row in ledger_rows(pid, events[pid])]
-        wallets = []
-        for pid in part:
-            if not events[pid]:
-                continue
-            newest = max(events[pid], key=lambda e: int(e["version"]))
-            total = sum(int(e["amount"]) for e in events[pid])
-            wallets.append((pid, total, *_wallet_values(newest), now, now, *_wallet_defaults()))
+        rows, wallets = chunk_rows(r, part)
         t0 = time.perf_counter()
         with transaction.atomic():
             cursor = raw.cursor()
@@ -282,13 +181,13 @@ def write_every_award(events: dict[int, list[dict[str, Any]]]) -> dict[str, Any]
     """One transaction per award, in arrival order: INSERT the ledger row, UPDATE the wallet."""
     from django.db import connection, transaction
 
-    insert, _, update = _sql()
+    insert, _, update = sql()
     connection.ensure_connection()
     raw = connection.connection
     ordered = sorted(
         ((pid, e) for pid, es in events.items() for e in es), key=lambda pe: (float(pe[1]["accepted_at"]), pe[0])
     )
-    prepared = [(pid, ledger_rows(pid, [e])[0], [int(e["amount"]), *_wallet_values(e)]) for pid, e in ordered]
+    prepared = [(pid, ledger_rows(pid, [e])[0], [int(e["amount"]), *wallet_values(e)]) for pid, e in ordered]
     session0, global0 = common.mariadb_status("SESSION"), common.mariadb_status()
     t0 = time.perf_counter()
     for pid, row, wallet in prepared:
@@ -362,7 +261,8 @@ def run_flush_child(profile_path: str | None) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.flush", "--child-flush"]
     if profile_path:
         spy = str(common.ROOT / ".venv" / "bin" / "py-spy")
-        argv = [spy, "record", "--rate", "100", "--format", "raw", "-o", profile_path, "--", *argv]
+        # --idle: the time waiting on MariaDB and Redis shows too (the flush's SQL against its own work).
+        argv = [spy, "record", "--idle", "--rate", "100", "--format", "raw", "-o", profile_path, "--", *argv]
     out = subprocess.run(argv, cwd=common.ROOT, capture_output=True, text=True, timeout=3600)
     line = next((x for x in out.stdout.splitlines() if x.startswith("FLUSHJSON ")), None)
     if line is None:
@@ -403,7 +303,7 @@ def run_case(
     common.redis_cleanup()
     pids = common.ensure_students(students)
     common.log(f"flush {students}x{awards}: seeding {students * awards} awards through wallet_award (pipelined)")
-    seeded = seed(pids, awards)
+    seeded = common.seed_awards(pids, awards)
     common.log(f"flush {students}x{awards}: seeded in {seeded['seconds']} s")
     case: dict[str, Any] = {"students": students, "awards": awards, "events": students * awards, "seed": seeded}
     sample_events = read_events(common.redis_client(), pids[:sample]) if sample else {}

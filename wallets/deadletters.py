@@ -19,7 +19,7 @@ from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from core.errors import ApiError, validation_error
-from wallets import flush, replay, selectors, sync
+from wallets import flush, flush_sql, replay, selectors, sync
 from wallets.events import PendingEvent
 from wallets.models import DeadLetter, PlayerWallet, WalletOutbox
 
@@ -119,9 +119,9 @@ def _insert(event: PendingEvent, now: dt.datetime) -> str | None:
     row = event.row(native_uuid=bool(connection.features.has_native_uuid_field))
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(flush._insert_sql(), row)
+            cursor.execute(flush_sql.insert_sql(), row)
     except OperationalError as exc:
-        if flush._is_outage(exc):
+        if flush_sql.is_outage(exc):
             raise
         return str(exc)
     except DatabaseError as exc:
@@ -132,7 +132,7 @@ def _insert(event: PendingEvent, now: dt.datetime) -> str | None:
 def _apply(wallet: PlayerWallet, event: PendingEvent, now: dt.datetime) -> None:
     """The flush's rule: add the amount; the streak fields and the mark only from a newer event."""
     row = flush.WalletRow(**{f.name: getattr(wallet, f.name) for f in dataclasses.fields(flush.WalletRow)})
-    row.apply([event], now)
+    row.apply([event.row(native_uuid=True)], now)
     for name in _APPLIED:
         setattr(wallet, name, getattr(row, name))
     wallet.save(update_fields=[*_APPLIED, "updated_at"])

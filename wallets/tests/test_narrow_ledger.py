@@ -16,7 +16,7 @@ from django.utils import timezone
 from core import hotstate
 from core.errors import ApiError
 from players.tests.factories import PlayerFactory
-from wallets import cache, flush, selectors, services
+from wallets import cache, flush, flush_sql, selectors, services
 from wallets.events import PendingEvent
 from wallets.models import FP_DIGEST_BYTES, EventKind, LedgerEvent
 
@@ -120,7 +120,7 @@ def test_the_same_event_cannot_be_written_twice():
     event = PendingEvent.from_redis(profile.pk, json.dumps(raw))
     flush.wallet_flush(trigger="manual")
     with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(flush._insert_sql(), event.row(native_uuid=bool(connection.features.has_native_uuid_field)))
+        cursor.execute(flush_sql.insert_sql(), event.row(native_uuid=bool(connection.features.has_native_uuid_field)))
 
 
 def test_the_ledger_has_the_two_indexes_the_lookups_need():
