@@ -410,6 +410,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 entry[f"{scenario}_over_plain"] = fast["rps"] / plain["rps"]
             if fast and slow:
                 entry[f"{scenario}_over_database"] = fast["rps"] / slow["rps"]
+        wallet, lesson = pick("redis", "wallet", round_no), pick("redis", "lesson", round_no)
+        if wallet and lesson:
+            # The same two round trips (the device + session check, one wallet script): DESIGN v3.
+            entry["lesson_over_wallet"] = lesson["rps"] / wallet["rps"]
         ratios.append(entry)
     data = {
         "students": args.students,
