@@ -234,7 +234,7 @@ def load_section(p: dict[str, Any], targets: Targets) -> list[str]:
         errors = sum(r["errors"] for r in d["runs"])
         lines += [
             f"Judged on the median round ({len(d['ratios'])} rounds): GET /wallet/ = "
-            f"{f(median(over_plain) * 100, 0)} % of the plain view, {f(median(over_db), 2)}× the database-only "
+            f"{f(median(over_plain) * 100, 0)} % of the plain view, {f(median(over_db) if over_db else None, 2)}× the database-only "
             f"mode, p99 {f(median(p99s), 1)} ms (plain view: {f(median([r['p99_ms'] for r in plain]), 1)} ms).",
             "",
         ]
