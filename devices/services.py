@@ -243,12 +243,17 @@ def session_login(
     """
     now = timezone.now()
     checked = profile.user
-    profile = PlayerProfile.objects.select_for_update().select_related("user").get(pk=profile.pk)
+    # One locking read of the profile, its user and its auth state (a LEFT JOIN read in that order:
+    # the order every writer locks them in).
+    profile = PlayerProfile.objects.select_for_update().select_related("user", "auth_state").get(pk=profile.pk)
     if profile.user.password != checked.password or not profile.user.is_active:
         # The password changed or the account was deactivated after the password was checked:
         # that change ended the sessions it saw, and this one must not start after it.
         raise invalid_credentials()
-    state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player=profile)
+    try:
+        state = profile.auth_state
+    except PlayerAuthState.DoesNotExist:  # the student's first login
+        state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player=profile)
     device_uuid = uuid.UUID(device_id)
     # Every device of the student in one read: this one (in any state), the active ones for the
     # limit, and, after the changes below, the list the Redis copy holds.

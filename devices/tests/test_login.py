@@ -351,12 +351,12 @@ def test_garbled_forwarded_for_never_becomes_the_client(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_login_costs_thirteen_statements_and_two_round_trips(student_factory):
+def test_a_login_costs_twelve_statements_and_two_round_trips(student_factory):
     """The login's own work besides the hash (issue 14): the student found by one statement; one
-    transaction that reads every device once and the Redis copy's sessions under the student's
-    lock (no second read of the profile, the state or the devices after commit); the outbox row
-    deleted by one statement. Redis: the address's attempt and the locks in one pipeline, then the
-    copy's write; no DEL when the scope has no failures to clear."""
+    transaction that locks the profile, its user and its auth state in one read, reads every
+    device once and the Redis copy's sessions under the student's lock (no second read after
+    commit); the outbox row deleted by one statement. Redis: the address's attempt and the locks
+    in one pipeline, then the copy's write; no DEL when the scope has no failures to clear."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -367,7 +367,7 @@ def test_a_login_costs_thirteen_statements_and_two_round_trips(student_factory):
     with CaptureQueriesContext(connection) as queries, count_redis_round_trips() as trips:
         assert student.login().status_code == 200
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
-    assert len(statements) == 13, statements
+    assert len(statements) == 12, statements
     assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1, statements
     assert statements[-1] == "DELETE", statements  # the outbox row, after commit
     # (A round trip may carry the server-identity probe ahead of its command: core.redisconn.)
