@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import common, profile
 
 SCRIPT = Path(__file__).resolve().parent / "wrk" / "rotate.lua"
 EXPECTED = {"plain": 200, "wallet": 200, "lesson": 201, "login": 200}
@@ -168,7 +168,15 @@ def preflight(server: Server, mode: str, cred: tuple[str, str], run_id: str) -> 
 
 
 def wrk(
-    server: Server, *, mode: str, creds: Path, seconds: int, connections: int, threads: int, run_id: str
+    server: Server,
+    *,
+    mode: str,
+    creds: Path,
+    seconds: int,
+    connections: int,
+    threads: int,
+    run_id: str,
+    profile_to: Path | None = None,
 ) -> dict[str, Any]:
     argv = [
         "wrk",
@@ -186,6 +194,8 @@ def wrk(
     services = service_pids()
     workers_cpu0 = sum(proc_cpu(p) for p in workers)
     services_cpu0 = sum(proc_cpu(p) for p in services)
+    # The sampler starts with wrk and stops a little before it (no sample of an idle tail).
+    spy = profile.start(master_pid=server.proc.pid, seconds=seconds - 1, output=profile_to) if profile_to else None
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
     busy1, total1 = cpu_times()
     workers_cpu1 = sum(proc_cpu(p) for p in workers)
@@ -198,7 +208,7 @@ def wrk(
     wrk_cpu = (usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
     ours = (workers_cpu1 - workers_cpu0 + services_cpu1 - services_cpu0) / hz + wrk_cpu
     errors = raw["connect"] + raw["read"] + raw["write"] + raw["status"] + raw["timeout"]
-    return {
+    result = {
         "requests": raw["requests"],
         "seconds": round(seconds_run, 2),
         "rps": raw["requests"] / seconds_run,
@@ -218,37 +228,80 @@ def wrk(
         "command": " ".join(argv[:-5]).replace(str(common.ROOT) + "/", "")
         + f" -- {mode} <credentials> <run> {threads}",
     }
+    if profile_to is not None:
+        result["profile"] = profile.finish(spy, profile_to, requests=raw["requests"])
+    return result
 
 
-def _hash_loop(n: int) -> float:
+def _hash_loop(n: int) -> tuple[float, float]:
+    """(verifies per second of wall time, CPU milliseconds per verify) in this process."""
     from django.contrib.auth.hashers import get_hasher
 
     hasher = get_hasher("argon2")
     encoded = hasher.encode(common.PASSWORD, hasher.salt())
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         hasher.verify(common.PASSWORD, encoded)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), 1000 * (time.process_time() - c0) / n
 
 
-def hash_rates(n: int) -> dict[str, Any]:
+def hash_rates(n: int, processes: int | None = None) -> dict[str, Any]:
     """The bare Argon2 verify rate of players.hashers.MemoraArgon2PasswordHasher: one process, and
-    one per core at once (the machine's ceiling for logins)."""
+    ``processes`` at once (the gunicorn workers' count: the same processes as the logins)."""
     from django.contrib.auth.hashers import get_hasher
 
     hasher = get_hasher("argon2")
-    one = _hash_loop(n)
-    cores = os.cpu_count() or 1
-    with multiprocessing.get_context("fork").Pool(cores) as pool:
-        rates = pool.map(_hash_loop, [n] * cores)
+    one, one_cpu_ms = _hash_loop(n)
+    processes = processes or os.cpu_count() or 1
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        rates = pool.map(_hash_loop, [n] * processes)
     return {
         "hasher": f"{type(hasher).__module__}.{type(hasher).__name__}",
         "params": {"time_cost": hasher.time_cost, "memory_kib": hasher.memory_cost, "parallelism": hasher.parallelism},
         "one_process_per_s": one,
         "ms_per_hash": 1000 / one,
-        "all_cores_per_s": sum(rates),
-        "processes": cores,
+        "cpu_ms_per_hash": min([one_cpu_ms, *(cpu for _, cpu in rates)]),
+        "all_cores_per_s": sum(rate for rate, _ in rates),
+        "processes": processes,
     }
+
+
+def login_rounds(
+    server: Server, *, creds: Path, args: argparse.Namespace, profile_dir: Path | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Logins/s and the bare hash rate taken in turns (login run, then the hash with the workers
+    idle), so that each round's ratio sees the same machine noise on both sides."""
+    logins, hashes = [], []
+    for round_no in range(1, args.login_rounds + 1):
+        result = wrk(
+            server,
+            mode="login",
+            creds=creds,
+            seconds=args.duration,
+            connections=args.login_connections,
+            threads=args.threads,
+            run_id=f"login{round_no}",
+            profile_to=profile_dir / f"login-{round_no}.txt" if profile_dir else None,
+        )
+        bare = hash_rates(args.hash_samples, processes=args.workers)
+        cpu_per_login = 1000 * result["workers_cpu_s"] / max(1, result["requests"])
+        result.update(
+            round=round_no,
+            over_hash_rate=result["rps"] / bare["all_cores_per_s"],
+            workers_cpu_ms_per_login=round(cpu_per_login, 2),
+            # What a login costs the workers besides its one hash (bare CPU ms of that hash, same round).
+            non_hash_cpu_ms_per_login=round(cpu_per_login - bare["cpu_ms_per_hash"], 2),
+            db_redis_cpu_ms_per_login=round(1000 * result["db_redis_cpu_s"] / max(1, result["requests"]), 2),
+        )
+        logins.append(result)
+        hashes.append(bare)
+        common.log(
+            f"load: login round {round_no}: {result['rps']:.1f} logins/s, bare hash {bare['all_cores_per_s']:.1f}/s "
+            f"({100 * result['over_hash_rate']:.0f} %), workers {cpu_per_login:.1f} CPU ms/login "
+            f"(hash {bare['cpu_ms_per_hash']:.1f}), p99 {result['p99_ms']:.0f} ms, errors {result['errors']}, "
+            f"others {result['others_cpu_s']} CPU s"
+        )
+    return logins, hashes
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -264,6 +317,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scenarios", default="plain,wallet,lesson")
     parser.add_argument("--login-students", type=int, default=1000, help="students used by the login run (0: skip)")
     parser.add_argument("--hash-samples", type=int, default=100, help="Argon2 verifies per process")
+    # A login costs ~25 ms of hash: 50 connections on 2 workers would queue each one for seconds
+    # (wrk's 5 s timeout counts them as errors on a busy machine); 10 keep both workers busy.
+    parser.add_argument("--login-connections", type=int, default=10, help="wrk connections of the login runs")
+    parser.add_argument("--login-rounds", type=int, default=3, help="login runs, each followed by the bare hash rate")
+    parser.add_argument("--profile", action="store_true", help="py-spy the workers during each measured run")
     args = parser.parse_args(argv)
     started = time.time()
     common.setup()
@@ -285,6 +343,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     first_cred = (sessions[0][1], sessions[0][2])
     runs: list[dict[str, Any]] = []
     logins: dict[str, Any] = {}
+    login_runs: list[dict[str, Any]] = []
+    hash_runs: list[dict[str, Any]] = []
     scenarios = args.scenarios.split(",")
     modes = args.modes.split(",")
     # Both servers run side by side (an idle one costs nothing) so that every round takes turns
@@ -304,7 +364,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     raise RuntimeError(f"{scenario} in {hot} mode answered {status}: see var/bench/gunicorn-{hot}.log")
                 common_args: dict[str, Any] = {"creds": creds, "connections": args.connections, "threads": args.threads}
                 wrk(server, mode=scenario, seconds=args.warmup, run_id=run_id + "w", **common_args)
-                result = wrk(server, mode=scenario, seconds=args.duration, run_id=run_id, **common_args)
+                profile_to = out_dir / f"{scenario}-{hot}-{round_no + 1}.txt" if args.profile else None
+                result = wrk(
+                    server, mode=scenario, seconds=args.duration, run_id=run_id, profile_to=profile_to, **common_args
+                )
                 result.update(round=round_no + 1, hot_state=hot, scenario=scenario, workers=args.workers)
                 runs.append(result)
                 common.log(
@@ -318,21 +381,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             status = preflight(server, "login", (first_login[0], first_login[1]), "x")
             if status != EXPECTED["login"]:
                 raise RuntimeError(f"login answered {status}: see var/bench/gunicorn-redis.log")
-            logins = wrk(
-                server,
-                mode="login",
-                creds=login_creds,
-                seconds=args.duration,
-                connections=args.connections,
-                threads=args.threads,
-                run_id="login",
+            login_runs, hash_runs = login_rounds(
+                server, creds=login_creds, args=args, profile_dir=out_dir if args.profile else None
             )
-            common.log(f"load: logins {logins['rps']:.1f}/s p99 {logins['p99_ms']:.0f} ms errors {logins['errors']}")
     finally:
         for server in servers.values():
             server.stop()
-    common.log("load: bare Argon2 hash rate")
-    hashes = hash_rates(args.hash_samples)
+    if login_runs:
+        # The round with the median ratio stands for the run; every round is kept beside it.
+        middle = sorted(range(len(login_runs)), key=lambda i: login_runs[i]["over_hash_rate"])[len(login_runs) // 2]
+        logins, hashes = login_runs[middle], hash_runs[middle]
+    else:
+        common.log("load: bare Argon2 hash rate")
+        hashes = hash_rates(args.hash_samples, processes=args.workers)
     removed = common.redis_cleanup()
     common.log(f"load: removed {removed} keys of ours from Redis")
 
@@ -349,6 +410,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 entry[f"{scenario}_over_plain"] = fast["rps"] / plain["rps"]
             if fast and slow:
                 entry[f"{scenario}_over_database"] = fast["rps"] / slow["rps"]
+        wallet, lesson = pick("redis", "wallet", round_no), pick("redis", "lesson", round_no)
+        if wallet and lesson:
+            # The same two round trips (the device + session check, one wallet script): DESIGN v3.
+            entry["lesson_over_wallet"] = lesson["rps"] / wallet["rps"]
         ratios.append(entry)
     data = {
         "students": args.students,
@@ -360,6 +425,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": ratios,
         "logins": logins,
         "hash": hashes,
+        "login_rounds": login_runs,
+        "hash_rounds": hash_runs,
     }
     common.save("load", argv if argv is not None else sys.argv[1:], data, started)
     print(json.dumps({"ratios": ratios, "logins_per_s": logins.get("rps"), "hash": hashes}, indent=2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -56,14 +57,27 @@ local = LocalLimiter()
 
 def hit(scope: str, key: str, *, limit: int, window: int, amount: int = 1) -> Verdict:
     """Count one event for (scope, key); falls back to this process's memory when Redis is away."""
-    name = _key(scope, key)
     try:
-        count, ttl_ms = hotstate.call(
-            lambda r: _hit(r, [name], _hit.argv({"window_ms": window * 1000, "amount": amount}))
-        )
+        raw = hotstate.call(lambda r: hit_queue(r, scope, key, window=window, amount=amount))
     except hotstate.RedisUnavailable:
-        return local.hit(name, limit, window, amount)
+        return hit_local(scope, key, limit=limit, window=window, amount=amount)
+    return hit_verdict(raw, limit=limit)
+
+
+def hit_queue(client: Any, scope: str, key: str, *, window: int, amount: int = 1) -> Any:
+    """Send the count of one event on ``client`` (a pipeline: the caller's other commands share its
+    round trip); :func:`hit_verdict` reads its reply."""
+    return _hit(client, [_key(scope, key)], _hit.argv({"window_ms": window * 1000, "amount": amount}))
+
+
+def hit_verdict(raw: Any, *, limit: int) -> Verdict:
+    count, ttl_ms = raw
     return Verdict(int(count) <= limit, int(count), int(ttl_ms) / 1000.0)
+
+
+def hit_local(scope: str, key: str, *, limit: int, window: int, amount: int = 1) -> Verdict:
+    """The per-process count, while Redis is away."""
+    return local.hit(_key(scope, key), limit, window, amount)
 
 
 def hit_or_raise(name: str, window: int) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -51,7 +52,8 @@ class Scope:
 
 
 def username_key(username: str) -> str:
-    return hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    # surrogatepass: the gate runs before the body's validation refuses a lone surrogate (400).
+    return hashlib.sha256(username.strip().lower().encode(errors="surrogatepass")).hexdigest()[:32]
 
 
 def _base(user_key: str) -> str:
@@ -83,16 +85,50 @@ def login_ip_check(*, ip: str) -> None:
         raise rate_limited(verdict.retry_after, scope="login_ip")
 
 
-def login_lock_wait(scope: Scope) -> float:
-    """Seconds left on the lock that applies to this attempt; 0 when none does."""
-    lock, _, fail_user, _ = _names(scope)
+def _lock_queue(client: Any, scope: Scope) -> Any:
+    lock, fail, fail_user, _ = _names(scope)
     # A proven device is stopped only by its own lock, never by the username's.
     user_limit = 0 if scope.proven else settings.MEMORA_RATE_LOGIN_FAILURES_USER[0]
+    return _locked(client, [lock, fail_user, fail], _locked.argv({"user_limit": user_limit}))
+
+
+def login_lock_wait(scope: Scope) -> float:
+    """Seconds left on the lock that applies to this attempt; 0 when none does."""
     try:
-        wait_ms = hotstate.call(lambda r: _locked(r, [lock, fail_user], _locked.argv({"user_limit": user_limit})))
+        wait_ms, _ = hotstate.call(lambda r: _lock_queue(r, scope))
     except hotstate.RedisUnavailable:
         return _database_lock_wait(scope)
     return int(wait_ms) / 1000.0
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What stands before a login's password check, read in one Redis round trip."""
+
+    attempts: ratelimit.Verdict  # this address's attempt, counted
+    lock_wait: float  # seconds left on the lock that applies, 0 when none does
+    failures: bool  # the scope has failures that a right password clears (True while Redis is away)
+
+
+def login_gate(*, ip: str, scope: Scope) -> Gate:
+    """Count the address's attempt and read the scope's locks in one pipeline (two slots in a
+    Cluster: the client sends each script to its node)."""
+    limit, window = settings.MEMORA_RATE_LOGIN_IP
+
+    def run(r: Any) -> list[Any]:
+        pipe = r.pipeline(transaction=False)
+        ratelimit.hit_queue(pipe, "login_ip", ip, window=window)
+        _lock_queue(pipe, scope)
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    try:
+        hit, (wait_ms, failures) = hotstate.call(run)
+    except hotstate.RedisUnavailable:
+        attempts = ratelimit.hit_local("login_ip", ip, limit=limit, window=window)
+        return Gate(attempts=attempts, lock_wait=_database_lock_wait(scope), failures=True)
+    return Gate(
+        attempts=ratelimit.hit_verdict(hit, limit=limit), lock_wait=int(wait_ms) / 1000.0, failures=bool(failures)
+    )
 
 
 def login_lock_check(scope: Scope) -> None:
@@ -159,9 +195,11 @@ def login_failure_record(scope: Scope) -> None:
         )
 
 
-def login_success_record(scope: Scope) -> None:
+def login_success_record(scope: Scope, *, failures: bool = True) -> None:
     """The right password clears this scope's failures for the username, in whichever store
-    counts them now."""
+    counts them now (``failures`` False: the gate saw none in Redis, nothing to clear)."""
+    if not failures:
+        return
     _, fail, _, _ = _names(scope)
     try:
         hotstate.call(lambda r: r.delete(fail))
@@ -199,8 +237,10 @@ def login_lock_status(*, username: str) -> float:
 
 
 __all__ = [
+    "Gate",
     "Scope",
     "login_failure_record",
+    "login_gate",
     "login_ip_allowed",
     "login_ip_check",
     "login_lock_check",

@@ -54,15 +54,16 @@ def iso(value: dt.datetime) -> str:
 # --- cache synchronisation ------------------------------------------------------------------------
 
 
-def _bump(*, player_id: int, now: dt.datetime, state: PlayerAuthState | None = None) -> int:
+def _bump(*, player_id: int, now: dt.datetime, state: PlayerAuthState | None = None, sync: bool = True) -> int:
     """Bump the generation and leave an outbox row, inside the caller's transaction (``state``:
-    the row when the caller already holds it locked)."""
+    the row when the caller already holds it locked; ``sync`` False: the caller writes the copy)."""
     if state is None:
         state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player_id=player_id)
     state.generation += 1
     state.save(update_fields=["generation"])
     CacheOutbox.objects.create(player_id=player_id, generation=state.generation, created_at=now)
-    transaction.on_commit(lambda: auth_cache_sync(player_id=player_id))
+    if sync:
+        transaction.on_commit(lambda: auth_cache_sync(player_id=player_id))
     return state.generation
 
 
@@ -88,6 +89,12 @@ def auth_cache_sync(*, player_id: int) -> bool:
         CacheOutbox.objects.filter(player_id=player_id).delete()
         return True
     generation, fields = snapshot
+    return _auth_cache_write(player_id=player_id, generation=generation, fields=fields)
+
+
+def _auth_cache_write(*, player_id: int, generation: int, fields: dict[str, object]) -> bool:
+    """Write a snapshot taken at ``generation`` (after its transaction committed), then drop the
+    outbox rows it covers; True if Redis now holds it."""
     try:
         cache.write(
             player_id=player_id,
@@ -236,19 +243,27 @@ def session_login(
     """
     now = timezone.now()
     checked = profile.user
-    profile = PlayerProfile.objects.select_for_update().select_related("user").get(pk=profile.pk)
+    # One locking read of the profile, its user and its auth state (a LEFT JOIN read in that order:
+    # the order every writer locks them in).
+    profile = PlayerProfile.objects.select_for_update().select_related("user", "auth_state").get(pk=profile.pk)
     if profile.user.password != checked.password or not profile.user.is_active:
         # The password changed or the account was deactivated after the password was checked:
         # that change ended the sessions it saw, and this one must not start after it.
         raise invalid_credentials()
-    state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player=profile)
+    try:
+        state = profile.auth_state
+    except PlayerAuthState.DoesNotExist:  # the student's first login
+        state, _ = PlayerAuthState.objects.select_for_update().get_or_create(player=profile)
     device_uuid = uuid.UUID(device_id)
-    device = AuthorizedDevice.objects.filter(player=profile, device_id=device_uuid).first()
+    # Every device of the student in one read: this one (in any state), the active ones for the
+    # limit, and, after the changes below, the list the Redis copy holds.
+    devices = list(AuthorizedDevice.objects.filter(player=profile).order_by("authorized_at", "id"))
+    device = next((d for d in devices if d.device_id == device_uuid), None)
     if device is not None and device.login_blocked:
         raise ApiError("device_revoked", "This device was removed from your account by support.", status=403)
 
     if device is None or device.revoked_at is not None:
-        active = list(selectors.device_list_active(player_id=profile.pk))
+        active = [d for d in devices if d.revoked_at is None]
         if len(active) >= settings.MEMORA_MAX_DEVICES:
             victim = _choose_replacement(active=active, replace_device_id=replace_device_id)
             _removal_cooldown_check(state=state, now=now)
@@ -265,6 +280,7 @@ def session_login(
                 authorized_at=now,
                 last_seen_at=now,
             )
+            devices.append(device)
         else:
             device.revoked_at = None
             device.revoked_by = None
@@ -290,7 +306,15 @@ def session_login(
         expires_at=now + dt.timedelta(seconds=settings.MEMORA_SESSION_LIFETIME),
         last_seen_at=now,
     )
-    _bump(player_id=profile.pk, now=now, state=state)
+    generation = _bump(player_id=profile.pk, now=now, state=state, sync=False)
+    # The copy is read here, under the student's lock, from what this login holds and has just
+    # written (no second read of the profile, the state or the devices after commit).
+    active_ids = [
+        str(d.device_id) for d in sorted(devices, key=lambda d: (d.authorized_at, d.pk)) if d.revoked_at is None
+    ]
+    fields = selectors.cache_fields(profile=profile, active_device_ids=active_ids)
+    player_id = profile.pk
+    transaction.on_commit(lambda: _auth_cache_write(player_id=player_id, generation=generation, fields=fields))
     return LoginResult(token=token, device_proof=proof, session=session, device=device, profile=profile)
 
 
