@@ -71,6 +71,17 @@ class Student:
             self.player_id = response.json()["player"]["id"]
         return response
 
+    def login_through_service(self, **login: Any) -> Student:
+        """Log in on this device through the login service (no HTTP, no Argon2): for a test whose
+        subject is not the login. ``login``: device_name, platform, replace_device_id."""
+        # Imported here: the root conftest loads before Django's apps are ready.
+        from devices.tests.factories import logged_in
+        from players.models import PlayerProfile
+
+        profile = PlayerProfile.objects.select_related("user").get(pk=self.player_id)
+        self.token = logged_in(profile=profile, device_id=self.device_id, **login).token
+        return self
+
     def on_device(self, device_id: str | None = None) -> Student:
         other = Student(self.client, self.username, device_id)
         other.player_id = self.player_id
@@ -94,14 +105,28 @@ class Student:
 
 @pytest.fixture
 def student_factory(api: APIClient) -> Any:
+    """A student, logged in on one device unless ``login=False``. Made by the factories and the
+    login service (no HTTP, one shared Argon2 hash): ``http=True`` registers and logs in over HTTP
+    instead, for a test whose subject is that contract."""
     counter = iter(range(1, 10_000))
 
-    def make(username: str | None = None, login: bool = True, **register_extra: Any) -> Student:
+    def make(username: str | None = None, login: bool = True, http: bool = False, **register_extra: Any) -> Student:
         student = Student(api, username or f"student{next(counter)}_{uuid.uuid4().hex[:6]}")
-        assert student.register(**register_extra).status_code == 201
-        if login:
-            assert student.login().status_code == 200
-        return student
+        if http:
+            assert student.register(**register_extra).status_code == 201
+            if login:
+                assert student.login().status_code == 200
+            return student
+        from players.tests.factories import PASSWORD, PlayerFactory
+
+        assert student.password == PASSWORD
+        profile = PlayerFactory(
+            user__username=student.username,
+            display_name=register_extra.pop("display_name", student.username.title()),
+            **register_extra,
+        )
+        student.player_id = profile.pk
+        return student.login_through_service() if login else student
 
     return make
 

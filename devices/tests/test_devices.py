@@ -13,6 +13,7 @@ from django.utils import timezone
 from core.errors import ApiError
 from devices import services
 from devices.models import AuditAction, AuthorizedDevice, DeviceAuditEntry, PlayerAuthState, PlayerSession
+from devices.tests.factories import StaffFactory
 from devices.tests.helpers import generation, login_from_new_device, run_in_threads, snapshot
 from players.models import PlayerProfile
 
@@ -103,8 +104,8 @@ def test_a_replacement_refused_by_the_cooldown_changes_nothing(student):
 # --- support's revocation -----------------------------------------------------------------------------
 
 
-def test_a_device_revoked_by_support_is_refused_until_allowed(student, django_user_model):
-    agent = django_user_model.objects.create_user("agent", password="x", is_staff=True)
+def test_a_device_revoked_by_support_is_refused_until_allowed(student):
+    agent = StaffFactory(username="agent")
     device = AuthorizedDevice.objects.get(player_id=student.player_id, device_id=student.device_id)
     before_gen = generation(student.player_id)
     assert services.device_revoke(device_pk=device.pk, actor=agent, reason="shared account") is True

@@ -8,7 +8,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_register_login_and_read_session(student_factory):
-    student = student_factory(login=False, timezone="Africa/Cairo")
+    student = student_factory(login=False, http=True, timezone="Africa/Cairo")
     response = student.login(device_name="Amira's phone", platform="android")
     assert response.status_code == 200
     body = response.json()

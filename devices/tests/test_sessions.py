@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from devices import services
 from devices.models import AuditAction, AuthorizedDevice, DeviceAuditEntry, PlayerSession
+from devices.tests.factories import StaffFactory
 from devices.tests.helpers import wipe_player_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -132,8 +133,8 @@ def test_deactivated_with_update_fields(student, refused):
     refused(lambda: student.get(SESSION), 401, DEACTIVATED)
 
 
-def test_ended_by_support(student, refused, django_user_model):
-    agent = django_user_model.objects.create_user("agent", password="x", is_staff=True)
+def test_ended_by_support(student, refused):
+    agent = StaffFactory(username="agent")
     assert services.session_end_all(player_id=student.player_id, reason="ended_by_support", actor=agent) == 1
     refused(lambda: student.get(SESSION), 401, SUPPORT)
     entry = DeviceAuditEntry.objects.get(player_id=student.player_id, action=AuditAction.SESSIONS_ENDED)

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from core import hotstate
 from core.errors import ApiError
+from memora.tests.support import staff_client
 from memora.tests.test_metrics import TOKEN, scrape
-from memora.tests.test_support_admin import staff_client
 from players.tests.factories import PlayerFactory
 from wallets import cache, deadletters, flush, services, sync, verification
 from wallets.models import DeadLetter, LedgerEvent, PlayerWallet, WalletOutbox

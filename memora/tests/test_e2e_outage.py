@@ -6,11 +6,8 @@ stays refused in every worker, the wallet equals every award, and the flush writ
 from __future__ import annotations
 
 import hashlib
-import http.client
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,43 +20,12 @@ from django.db import connection
 
 from devices.models import CacheOutbox
 from memora.tests.redisproc import RedisProcess, free_port
+from memora.tests.support import Http, Processes, Reply, poll
 from wallets.models import LedgerEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Http:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any, dict[str, str]]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
-        try:
-            payload = None if body is None else json.dumps(body)
-            if payload is not None:
-                headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-            data = (
-                json.loads(raw)
-                if raw and response.getheader("Content-Type", "").startswith("application/json")
-                else raw
-            )
-            return response.status, data, dict(response.getheaders())
-        finally:
-            conn.close()
-
-
-def poll(predicate: Any, limit: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {limit} s")
 
 
 @pytest.fixture
@@ -85,48 +51,29 @@ def stack(tmp_path: Path):
     }
     (tmp_path / "prom").mkdir()
     logs = tmp_path / "logs"
-    logs.mkdir()
-    web_log, worker_log = (logs / "web.log").open("wb"), (logs / "worker.log").open("wb")
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "memora_project.wsgi:application"],
-        cwd=ROOT, env=env, stdout=web_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "memora_project", "worker", "-c", "1", "--loglevel", "INFO"],
-        cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    processes = Processes(logs, cwd=ROOT, env=env)
+    processes.start(
+        "web", [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "memora_project.wsgi:application"]
+    )
+    worker = processes.start(
+        "worker", [sys.executable, "-m", "celery", "-A", "memora_project", "worker", "-c", "1", "--loglevel", "INFO"]
+    )
     api = Http(port)
-
-    def up() -> bool:
-        try:
-            return api.call("GET", "/healthz")[0] == 200
-        except OSError:
-            return False
 
     def worker_ready() -> bool:
         # The worker must be consuming before the test takes its broker (this Redis) away: a worker
         # whose start-up meets a vanished broker exits, and nothing here restarts it (on a busy
         # machine the web answers long before the worker is up).
-        assert worker.poll() is None, (logs / "worker.log").read_text()[-3000:]
-        return b" ready." in (logs / "worker.log").read_bytes()
+        assert worker.poll() is None, processes.log("worker")[-3000:]
+        return " ready." in processes.log("worker")
 
     try:
-        poll(up, 180)
-        poll(worker_ready, 180)
+        poll(lambda: api.answers("/healthz"), 180, "gunicorn up", logs)
+        poll(worker_ready, 180, "worker ready", logs)
         yield {"api": api, "redis": redis, "env": env, "tmp": tmp_path}
     finally:
-        for proc in (web, worker):
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in (web, worker):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        processes.stop(timeout=20)
         redis.stop()
-        web_log.close()
-        worker_log.close()
 
 
 def test_redis_killed_then_back_from_a_stale_aof(stack):
@@ -145,7 +92,7 @@ def test_redis_killed_then_back_from_a_stale_aof(stack):
     phone = {"Authorization": f"Bearer {body['token']}", "X-Device-ID": phone_id}
     player_id = body["player"]["id"]
 
-    def award(headers: dict[str, str], lesson: str, key: str) -> tuple[int, Any, dict[str, str]]:
+    def award(headers: dict[str, str], lesson: str, key: str) -> Reply:
         return api.call(
             "POST", f"/api/v1/lessons/{lesson}/complete/", {"score": 100}, **headers, **{"Idempotency-Key": key}
         )

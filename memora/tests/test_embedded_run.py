@@ -6,15 +6,11 @@ No test database and no shared Redis: the launcher gets a clean environment and 
 
 from __future__ import annotations
 
-import http.client
-import json
+import contextlib
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +20,8 @@ import pytest
 import redis
 
 from memora.management.commands import seed_demo
+from memora.tests.redisproc import free_port
+from memora.tests.support import Http, Processes, Reply, poll
 from memora_project.run import LOCAL_METRICS_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -39,12 +37,6 @@ EXPECTED_CHILDREN = 7
 def redis_namespace() -> Iterator[str]:
     # Replaces conftest's autouse fixture: this test must not touch the shared Redis at all.
     yield ""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stat(pid: int) -> tuple[int, str] | None:
@@ -80,29 +72,13 @@ def _alive(pid: int) -> bool:
     return stat is not None and stat[1] != "Z"
 
 
-def _call(port: int, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        payload = None if body is None else json.dumps(body)
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        raw = response.read()
-        try:
-            return response.status, json.loads(raw) if raw else None
-        except ValueError:  # e.g. a 500 page: show its start in the failing assertion
-            return response.status, raw[:2000].decode(errors="replace")
-    finally:
-        connection.close()
-
-
 class Launcher:
     """One `python -m memora_project.run`, as `make run` starts it, with its own var/ and port."""
 
     def __init__(self, tmp_path: Path, name: str) -> None:
-        self.port = _free_port()
-        self.log_path = tmp_path / f"{name}.log"
+        self.port = free_port()
+        self.name = name
+        self.http = Http(self.port, timeout=10)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp_path),
@@ -111,50 +87,42 @@ class Launcher:
             "PORT": str(self.port),
             "MEMORA_VAR_DIR": str(tmp_path / "var"),
         }
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "memora_project.run"],
-                cwd=tmp_path,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.processes = Processes(tmp_path / "logs", cwd=tmp_path, env=env)
+        self.proc = self.processes.start(name, [sys.executable, "-m", "memora_project.run"])
         self.children: dict[int, str] = {}
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.processes.log(self.name)
 
-    def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
-        return _call(self.port, method, path, body, **headers)
+    def call(self, method: str, path: str, body: Any = None, **headers: str) -> Reply:
+        return self.http.call(method, path, body, **headers)
 
     def wait_until_up(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
+        def up() -> bool:
             assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n{self.output()[-4000:]}"
-            assert time.monotonic() < deadline, f"not up within {READY_TIMEOUT:.0f} s:\n{self.output()[-4000:]}"
             self.children.update(_descendants(self.proc.pid))
-            try:
-                up = self.call("GET", "/healthz")[0] == 200
-            except OSError:
-                up = False
-            if up and len(self.children) >= EXPECTED_CHILDREN and "is running" in self.output():
-                break
-            time.sleep(0.5)
+            return (
+                self.http.answers("/healthz")
+                and len(self.children) >= EXPECTED_CHILDREN
+                and "is running" in self.output()
+            )
+
+        poll(up, READY_TIMEOUT, "up, with every process", self.processes.logs)
         assert "redis-server" in self.children.values(), self.children
 
     def stop_and_check_everything_is_gone(self) -> None:
         self.children.update(_descendants(self.proc.pid))
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(timeout=STOP_TIMEOUT) == 0, self.output()[-4000:]
-        deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in self.children) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        with contextlib.suppress(AssertionError):
+            poll(lambda: not any(_alive(pid) for pid in self.children), 10)
         assert not {pid: name for pid, name in self.children.items() if _alive(pid)}
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.processes.stop(timeout=0)  # closes the log file
         for pid in self.children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -182,18 +150,18 @@ def test_make_run_embedded_mode_serves_a_student_and_stops_every_process(tmp_pat
         username = f"smoke_{uuid.uuid4().hex[:8]}"
         password = "correct horse battery"
         device_id = str(uuid.uuid4())
-        status, body = first.call(
+        status, body, _ = first.call(
             "POST", "/api/v1/auth/register/", {"username": username, "password": password, "display_name": "S"}
         )
         assert status == 201, body
         login = {"username": username, "password": password, "device_name": "Smoke phone", "platform": "android"}
-        status, body = first.call("POST", "/api/v1/auth/login/", login, **{"X-Device-ID": device_id})
+        status, body, _ = first.call("POST", "/api/v1/auth/login/", login, **{"X-Device-ID": device_id})
         assert status == 200, body
         student = {"Authorization": f"Bearer {body['token']}", "X-Device-ID": device_id}
-        status, body = first.call("GET", "/api/v1/session/", **student)
+        status, body, _ = first.call("GET", "/api/v1/session/", **student)
         assert status == 200, body
         assert body["device"]["device_id"] == device_id
-        status, body = first.call(
+        status, body, _ = first.call(
             "POST", "/api/v1/lessons/smoke-1/complete/", {"score": 80}, **student, **{"Idempotency-Key": "smoke-1"}
         )
         assert status == 201, body
@@ -201,21 +169,17 @@ def test_make_run_embedded_mode_serves_a_student_and_stops_every_process(tmp_pat
 
         # The demo student that seed_demo created can log in too.
         demo = {"username": seed_demo.STUDENT_USERNAME, "password": seed_demo.STUDENT_PASSWORD}
-        status, body = first.call("POST", "/api/v1/auth/login/", demo, **{"X-Device-ID": str(uuid.uuid4())})
+        status, body, _ = first.call("POST", "/api/v1/auth/login/", demo, **{"X-Device-ID": str(uuid.uuid4())})
         assert status == 200, body
 
-        status, body = first.call("GET", "/readyz")
+        status, body, _ = first.call("GET", "/readyz")
         assert status == 200, body
-        status, body = first.call("GET", "/status", Authorization=f"Bearer {LOCAL_METRICS_TOKEN}")
+        status, body, _ = first.call("GET", "/status", Authorization=f"Bearer {LOCAL_METRICS_TOKEN}")
         assert status == 200, body
         assert body["checks"]["redis"]["maxmemory_policy"] == "noeviction"
         # /metrics adds up every gunicorn worker (prometheus-client's multiprocess mode).
-        scrape = http.client.HTTPConnection("127.0.0.1", first.port, timeout=10)
-        scrape.request("GET", "/metrics", headers={"Authorization": f"Bearer {LOCAL_METRICS_TOKEN}"})
-        response = scrape.getresponse()
-        text = response.read().decode()
-        scrape.close()
-        assert response.status == 200
+        status, text, _ = first.call("GET", "/metrics", Authorization=f"Bearer {LOCAL_METRICS_TOKEN}")
+        assert status == 200, text
         assert 'memora_awards_total{path="cache"} 1.0' in text
         assert re.search(r"^memora_pending_events [01]\.0$", text, re.M), text[-3000:]
 
@@ -231,7 +195,7 @@ def test_make_run_embedded_mode_serves_a_student_and_stops_every_process(tmp_pat
     second = Launcher(tmp_path, "second")
     try:
         second.wait_until_up()
-        status, body = second.call("GET", "/api/v1/wallet/", **student)
+        status, body, _ = second.call("GET", "/api/v1/wallet/", **student)
         assert status == 200, body
         assert body["xp_total"] == 10
         second.stop_and_check_everything_is_gone()

@@ -10,7 +10,6 @@ timeouts; the shared Redis on 6379 is never reconfigured.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,6 +24,7 @@ from core import hotstate
 from devices import cache as device_cache
 from devices import tokens
 from memora.tests.redisproc import RedisProcess, free_port
+from memora.tests.support import poll
 from wallets import cache as wallet_cache
 from wallets import flush as wallet_flush
 from wallets.models import LedgerEvent, PlayerWallet
@@ -59,15 +59,6 @@ def admin(server: RedisProcess) -> Iterator[redis.Redis]:
     client.close()
 
 
-def wait_until(predicate: Callable[[], bool], limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {limit} s")
-
-
 def fill(admin: redis.Redis) -> None:
     used = int(admin.info("memory")["used_memory"])
     admin.config_set("maxmemory", max(1, used // 2))
@@ -92,7 +83,7 @@ def demote(admin: redis.Redis, *, serve_stale: bool) -> None:
 
 def promote(admin: redis.Redis) -> None:
     admin.replicaof("NO", "ONE")
-    wait_until(lambda: admin.set("probe", "x") is True)
+    poll(lambda: admin.set("probe", "x") is True, 60)
 
 
 class Traffic:
@@ -168,9 +159,9 @@ def degraded_then_back(
 
     restore()
     # Once Redis takes writes again, what changed on the database path shows there too.
-    wait_until(lambda: anna.get(WALLET).json()["xp_total"] == 30)
-    wait_until(lambda: device_cache_current(tablet) == tokens.digest(tablet.token or "").encode())
-    wait_until(lambda: tablet.get(WALLET).json()["xp_total"] == 15)
+    poll(lambda: anna.get(WALLET).json()["xp_total"] == 30, 60)
+    poll(lambda: device_cache_current(tablet) == tokens.digest(tablet.token or "").encode(), 60)
+    poll(lambda: tablet.get(WALLET).json()["xp_total"] == 15, 60)
     for _ in range(3):
         browse(traffic, [anna, tablet], rounds=1)
         assert traffic("replaced", ben.get(SESSION), 401).json()["code"] == "session_replaced"

@@ -10,18 +10,13 @@ The virtualenv is cached by the hash of requirements.txt (``MEMORA_SMOKE_CACHE``
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
-import http.client
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +27,7 @@ import MySQLdb
 import pytest
 
 from memora.tests.redisproc import RedisProcess, free_port
+from memora.tests.support import Http, Processes, poll
 
 pytestmark = pytest.mark.slow
 
@@ -79,37 +75,6 @@ def production_venv() -> Path:
         assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
         done.write_text(digest)
     return venv
-
-
-class Http:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            payload = None if body is None else json.dumps(body)
-            if payload is not None:
-                headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-            try:
-                return response.status, json.loads(raw) if raw else None
-            except ValueError:
-                return response.status, raw[:2000].decode(errors="replace")
-        finally:
-            conn.close()
-
-
-def poll(predicate: Any, limit: float, what: str, logs: Path) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(logs.glob("*.log")))
-    raise AssertionError(f"{what}: not reached within {limit:.0f} s\n{tails}")
 
 
 @pytest.fixture
@@ -163,13 +128,8 @@ def test_a_production_install_serves_a_lesson_and_its_worker_flushes_it(tmp_path
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",
     }
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    log_files = []
-
-    def start(name: str, argv: list[str]) -> None:
-        log = (logs / f"{name}.log").open("wb")
-        log_files.append(log)
-        processes[name] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    processes = Processes(logs, cwd=ROOT, env=env)
+    start = processes.start
 
     def manage(*args: str) -> str:
         result = subprocess.run(
@@ -194,33 +154,29 @@ def test_a_production_install_serves_a_lesson_and_its_worker_flushes_it(tmp_path
         start("worker", [str(bin_dir / "celery"), "-A", "memora_project", "worker", "-c", "1", "--loglevel", "INFO"])
         start("beat", [str(bin_dir / "celery"), "-A", "memora_project", "beat", "--loglevel", "INFO",
                        "-s", str(tmp_path / "celerybeat-schedule")])  # fmt: skip
-        api = Http(port)
+        api = Http(port, timeout=30)
 
         def web_up() -> bool:
-            for name, proc in processes.items():
-                assert proc.poll() is None, f"{name} exited: {(logs / f'{name}.log').read_text()[-3000:]}"
-            try:
-                return api.call("GET", "/readyz")[0] == 200
-            except OSError:
-                return False
+            processes.assert_running()
+            return api.answers("/readyz")
 
         poll(web_up, READY_TIMEOUT, "gunicorn ready", logs)
-        poll(lambda: "ready." in (logs / "worker.log").read_text(), READY_TIMEOUT, "worker ready", logs)
+        poll(lambda: "ready." in processes.log("worker"), READY_TIMEOUT, "worker ready", logs)
 
         username, password = f"smoke_{uuid.uuid4().hex[:8]}", "correct horse battery"
-        status, body = api.call(
+        status, body, _ = api.call(
             "POST", "/api/v1/auth/register/", {"username": username, "password": password, "display_name": "Smoke"}
         )
         assert status == 201, body
         device_id = str(uuid.uuid4())
-        status, body = api.call(
+        status, body, _ = api.call(
             "POST", "/api/v1/auth/login/", {"username": username, "password": password}, **{"X-Device-ID": device_id}
         )
         assert status == 200, body
         student = {"Authorization": f"Bearer {body['token']}", "X-Device-ID": device_id}
         player_id = body["player"]["id"]
         lesson = f"smoke-{uuid.uuid4().hex[:6]}"
-        status, body = api.call(
+        status, body, _ = api.call(
             "POST", f"/api/v1/lessons/{lesson}/complete/", {"score": 100}, **student, **{"Idempotency-Key": lesson}
         )
         assert status == 201, body
@@ -250,36 +206,16 @@ def test_a_production_install_serves_a_lesson_and_its_worker_flushes_it(tmp_path
             assert {row[0] for row in cursor.fetchall()} == {"beat"}
         finally:
             db.close()
-        worker_log = (logs / "worker.log").read_text()
+        worker_log = processes.log("worker")
         assert re.search(r"Task wallets\.tasks\.flush_wallets\[[^\]]+\] succeeded", worker_log), worker_log[-3000:]
-        assert "Sending due task flush-wallets (wallets.tasks.flush_wallets)" in (logs / "beat.log").read_text()
+        assert "Sending due task flush-wallets (wallets.tasks.flush_wallets)" in processes.log("beat")
 
-        status, body = api.call("GET", "/status", Authorization=f"Bearer {METRICS_TOKEN}")
+        status, body, _ = api.call("GET", "/status", Authorization=f"Bearer {METRICS_TOKEN}")
         assert status == 200, body
         assert body["status"] == "ok", body
-        status, body = api.call("GET", "/api/v1/wallet/", **student)
+        status, body, _ = api.call("GET", "/api/v1/wallet/", **student)
         assert (status, body["xp_total"]) == (200, 15)
     finally:
-        stubborn = stop(processes)
+        stubborn = processes.stop(timeout=STOP_TIMEOUT)
         redis.stop()
-        for log in log_files:
-            with contextlib.suppress(OSError):
-                log.close()
     assert not stubborn, f"did not stop on SIGTERM within {STOP_TIMEOUT:.0f} s: {stubborn}"
-
-
-def stop(processes: dict[str, subprocess.Popen[bytes]]) -> list[str]:
-    """SIGTERM each process by its PID, wait for all; SIGKILL and name those that did not stop."""
-    for proc in processes.values():
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-    stubborn = []
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for name, proc in processes.items():
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            stubborn.append(name)
-    return stubborn

@@ -23,6 +23,7 @@ from core.errors import ApiError
 from devices import cache as device_cache
 from devices import tokens
 from memora.tests.redisproc import RedisProcess, free_port
+from memora.tests.support import poll
 from wallets import idempotency
 from wallets import services as wallet_services
 from wallets.models import LedgerEvent
@@ -41,15 +42,6 @@ def private_redis(tmp_path: Any, point_redis: Any) -> Iterator[RedisProcess]:
 
 def lesson(student: Student, lesson_id: str, key: str) -> Any:
     return student.post(f"/api/v1/lessons/{lesson_id}/complete/", {"score": 100}, HTTP_IDEMPOTENCY_KEY=key)
-
-
-def wait_until(predicate: Any, limit: float = 60.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {limit} s")
 
 
 def live_digest(player_id: int) -> bytes | None:
@@ -98,14 +90,14 @@ def test_redis_back_from_a_stale_aof(student_factory, api, private_redis, point_
         stale_cur = stale.client().hget(device_cache.auth_key(phone.player_id), "cur")
         assert stale_cur == tokens.digest(phone.token).encode()
         point_redis(stale.url)
-        wait_until(lambda: live_digest(phone.player_id) == tokens.digest(tablet.token).encode())
+        poll(lambda: live_digest(phone.player_id) == tokens.digest(tablet.token).encode(), 60)
         for _ in range(5):
             refused = phone.get("/api/v1/session/")
             assert (refused.status_code, refused.json()["code"]) == (401, "session_replaced")
         assert tablet.get("/api/v1/session/").status_code == 200
 
         # The wallet equals every award; the key first used during the outage counts nothing now.
-        wait_until(lambda: tablet.get("/api/v1/wallet/").json()["xp_total"] == 30)
+        poll(lambda: tablet.get("/api/v1/wallet/").json()["xp_total"] == 30, 60)
         replay = lesson(tablet, "during-outage", "k-during")
         assert replay["Idempotent-Replayed"] == "true"
         assert replay.json()["event_id"] == state["during"]["event_id"]
@@ -130,7 +122,7 @@ def test_redis_back_empty(student_factory, api, private_redis, running_reconcile
     assert private_redis.client().dbsize() == 0
     assert tablet.get("/api/v1/session/").status_code == 200  # the live session survives
     # Rebuilt from the database (on demand or by the reconciler), without the ended session.
-    wait_until(lambda: live_digest(tablet.player_id) == tokens.digest(tablet.token).encode())
+    poll(lambda: live_digest(tablet.player_id) == tokens.digest(tablet.token).encode(), 60)
     refused = phone.get("/api/v1/session/")
     assert (refused.status_code, refused.json()["code"]) == (401, "session_replaced")
     wallet = tablet.get("/api/v1/wallet/").json()
@@ -146,7 +138,7 @@ def test_partition_redis_never_lost_its_data(student_factory, private_redis, poi
     ended = phone.get("/api/v1/session/")
     assert (ended.status_code, ended.json()["reason"]) == (401, "logout")
     point_redis(private_redis.url)
-    wait_until(lambda: live_digest(phone.player_id) is None)
+    poll(lambda: live_digest(phone.player_id) is None, 60)
     for _ in range(3):
         again = phone.get("/api/v1/session/")
         assert (again.status_code, again.json()["reason"]) == (401, "logout")

@@ -400,6 +400,12 @@ def test_idempotent_writes_document_their_header_and_conflicts(schema_doc: Schem
             keyed.add(operation["operationId"])
             assert headers["Idempotency-Key"]["required"] is True, (method, path)
             assert {"400", "409", "422"} <= set(operation["responses"]), (method, path)
+            replayed = schema_doc.resolve(operation["responses"]["201"]).get("headers", {})
+            assert replayed["Idempotent-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}, (method, path)
+        else:
+            # A write without the key has no replay to announce.
+            for status, response in operation["responses"].items():
+                assert "Idempotent-Replayed" not in schema_doc.resolve(response).get("headers", {}), (path, status)
     assert keyed == {"lesson_complete", "wallet_award_xp", "streak_restore"}
 
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import math
+import time
+
 import pytest
+import time_machine
 from django.core.management import call_command
 
 from devices import servicekeys
@@ -63,15 +67,29 @@ def test_service_key_without_scope_is_refused(api, student):
 
 def test_status_reports_pending_events_and_the_flush(api, student, settings):
     settings.MEMORA_METRICS_TOKEN = "t0ken"
-    student.post("/api/v1/lessons/a/complete/", {}, HTTP_IDEMPOTENCY_KEY="k1")
-    student.post("/api/v1/lessons/b/complete/", {}, HTTP_IDEMPOTENCY_KEY="k2")
+    started = time.time()
+    assert student.post("/api/v1/lessons/a/complete/", {}, HTTP_IDEMPOTENCY_KEY="k1").status_code == 201
+    assert student.post("/api/v1/lessons/b/complete/", {}, HTTP_IDEMPOTENCY_KEY="k2").status_code == 201
     assert api.get("/status").status_code == 401
-    status = api.get("/status", HTTP_AUTHORIZATION="Bearer t0ken").json()
-    assert status["checks"]["pending_events"] == {"ok": True, "count": 2}
-    assert status["checks"]["oldest_unflushed_event_age_s"]["value"] >= 0
+
+    def status_at(offset: float) -> dict:
+        """/status read ``offset`` seconds from now (the ages are counted from the clock)."""
+        with time_machine.travel(time.time() + offset, tick=False):
+            return api.get("/status", HTTP_AUTHORIZATION="Bearer t0ken").json()
+
+    # Past the 15-minute lag bound, in whole seconds since the first event.
+    for offset, ok in ((0, True), (1000, False)):
+        status = status_at(offset)
+        bound = offset + math.ceil(time.time() - started) + 1
+        assert status["checks"]["pending_events"] == {"ok": True, "count": 2}
+        age = status["checks"]["oldest_unflushed_event_age_s"]
+        assert offset <= age["value"] <= bound and age["ok"] is ok, (offset, age)
     call_command("sync_wallets", "--no-progress")
-    status = api.get("/status", HTTP_AUTHORIZATION="Bearer t0ken").json()
-    assert status["checks"]["pending_events"] == {"ok": True, "count": 0}
-    assert status["checks"]["oldest_unflushed_event_age_s"]["value"] is None
-    assert status["checks"]["last_flush_age_s"]["ok"] is True
-    assert status["checks"]["last_flush_age_s"]["value"] >= 0
+    flushed = time.time()
+    for offset, ok in ((0, True), (1000, False)):
+        status = status_at(offset)
+        bound = offset + math.ceil(time.time() - flushed) + 1
+        assert status["checks"]["pending_events"] == {"ok": True, "count": 0}
+        assert status["checks"]["oldest_unflushed_event_age_s"] == {"ok": True, "value": None}
+        flush_age = status["checks"]["last_flush_age_s"]
+        assert offset <= flush_age["value"] <= bound and flush_age["ok"] is ok, (offset, flush_age)

@@ -14,7 +14,7 @@ import uuid
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
@@ -22,37 +22,14 @@ from django.test import Client
 from devices import servicekeys, services, tokens
 from devices.admin import device_status
 from devices.models import AuditAction, AuthorizedDevice, DeviceAuditEntry, PlayerSession, ServiceApiKey
+from devices.tests.factories import StaffFactory
+from memora.tests.support import staff_client, support_group_ensure
 
 pytestmark = pytest.mark.django_db
 
 DEVICES = "/admin/devices/authorizeddevice/"
 STUDENTS = "/admin/players/playerprofile/"
 KEY_RE = re.compile(r"mks_[A-Za-z0-9]{12}_[A-Za-z0-9_-]{43,86}")
-
-
-def support_group_ensure() -> Group:
-    """The Support role of the composition app's migration. A transactional test that ran earlier
-    in this process flushed the tables (Django re-creates permissions after a flush, not the
-    migration's rows): then the migration's own function runs again, on the migration state."""
-    group = Group.objects.filter(name="Support").first()
-    if group is not None:
-        return group
-    migration = importlib.import_module("memora.migrations.0001_support_role")
-    state = MigrationExecutor(connection).loader.project_state(("memora", "0001_support_role"))
-    with connection.schema_editor() as editor:
-        migration.support_role_ensure(state.apps, editor)
-    return Group.objects.get(name="Support")
-
-
-def staff_client(username: str, *, support: bool = False, perms: tuple[str, ...] = ()) -> tuple[Client, User]:
-    user = User.objects.create_user(username=username, password="support-pass-123", is_staff=True)
-    if support:
-        user.groups.add(support_group_ensure())
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client, user
 
 
 @pytest.fixture
@@ -281,7 +258,7 @@ def test_session_and_audit_pages_never_show_a_token_or_digest(support_client, st
 
 
 def test_service_key_admin_shows_the_key_once_and_stores_only_its_digest(django_capture_on_commit_callbacks):
-    admin_user = User.objects.create_superuser(username="root_admin", password="admin-pass-123")
+    admin_user = StaffFactory(username="root_admin", is_superuser=True)
     client = Client()
     client.force_login(admin_user)
 
@@ -327,7 +304,7 @@ def test_service_key_admin_shows_the_key_once_and_stores_only_its_digest(django_
 
 
 def test_service_key_needs_a_scope(django_capture_on_commit_callbacks):
-    admin_user = User.objects.create_superuser(username="root_admin2", password="admin-pass-123")
+    admin_user = StaffFactory(username="root_admin2", is_superuser=True)
     client = Client()
     client.force_login(admin_user)
     refused = client.post("/admin/devices/serviceapikey/add/", {"name": "No scopes"})

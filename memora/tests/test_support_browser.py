@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devices.models import AuditAction, AuthorizedDevice, DeviceAuditEntry
-from memora.tests.test_support_admin import support_group_ensure
+from memora.tests.support import support_group_ensure
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

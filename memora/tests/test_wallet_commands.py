@@ -13,11 +13,13 @@ from devices import cache as device_cache
 from memora.tests.redisproc import free_port
 from wallets import cache as wallet_cache
 from wallets.models import LedgerEvent, PlayerWallet
+from wallets.tests.factories import lesson_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def complete(student, lesson: str) -> dict:
+    """Over HTTP: what the broker-away test is about."""
     response = student.post(
         f"/api/v1/lessons/{lesson}/complete/", {"score": 100}, HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex
     )
@@ -25,9 +27,14 @@ def complete(student, lesson: str) -> dict:
     return response.json()
 
 
+def award(student, lesson: str) -> None:
+    """Through the service: the commands are what these tests are about."""
+    lesson_completed(player_id=student.player_id, lesson_id=lesson)
+
+
 def test_verify_wallets_reports_drift_and_fixes_it(student, capsys):
-    complete(student, "a")
-    complete(student, "b")
+    award(student, "a")
+    award(student, "b")
     call_command("sync_wallets", "--no-progress")
     PlayerWallet.objects.filter(player_id=student.player_id).update(xp_total=999, current_streak=4, longest_streak=4)
     with pytest.raises(CommandError, match="1 wallets drift"):
@@ -42,7 +49,7 @@ def test_verify_wallets_reports_drift_and_fixes_it(student, capsys):
 
 
 def test_sync_wallets_dry_run_writes_nothing(student, capsys):
-    complete(student, "a")
+    award(student, "a")
     call_command("sync_wallets", "--dry-run", "--no-progress")
     assert "would write: 1 students, 1 events" in capsys.readouterr().out
     assert not LedgerEvent.objects.exists()
@@ -51,9 +58,9 @@ def test_sync_wallets_dry_run_writes_nothing(student, capsys):
 
 
 def test_rebuild_cache_reloads_sessions_and_wallets(student, django_assert_num_queries):
-    complete(student, "a")
+    award(student, "a")
     call_command("sync_wallets", "--no-progress")
-    complete(student, "b")  # still pending in Redis
+    award(student, "b")  # still pending in Redis
     # Redis lost the student's session and wallet copies (the pending event is kept).
     pid = student.player_id
     hotstate.connection().delete(

@@ -37,6 +37,24 @@ def award_request(*, player_id: int, kind: str = EventKind.SERVICE, **fields: An
     )
 
 
+def lesson_completed(
+    *, player_id: int, lesson_id: str = "lesson", score: int | None = 100, timezone_name: str = "UTC", **call: Any
+) -> dict[str, Any]:
+    """A lesson completed through the service as the view calls it (no HTTP); the 201 body."""
+    body = {} if score is None else {"score": score}
+    outcome = services.wallet_lesson_complete(
+        player_id=player_id,
+        timezone_name=timezone_name,
+        lesson_id=lesson_id,
+        score=score,
+        idem_key=call.pop("idem_key", None) or uuid.uuid4().hex,
+        body=body,
+        **call,
+    )
+    assert outcome.status == 201, outcome
+    return outcome.body
+
+
 class LedgerEventFactory(factory.django.DjangoModelFactory):
     """A ledger row (its after-state left for the test to set when it matters)."""
 
