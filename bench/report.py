@@ -557,7 +557,12 @@ LEDGER = ("(v3) ledger size ≤ 350 B/event (data + indexes, after ANALYZE, 1 M 
 FLUSH_V3 = ("(v3) flush of 50,000 × 20 ≤ 1.5× raw SQL", "< 5 min")
 LESSON = ("(v3) lesson completion ≥ 85 % of GET /wallet/'s throughput", "—")
 FANOUT = ("(v3) flush on 2 workers ≥ 1.5× one worker, or raw SQL on 2 connections ≤ 1.2× one", "—")
-CLUSTER = ("(v3) verification on a 3-master Redis Cluster: 1 Lua call, 0 queries", "< 2 ms per check")
+# No bound of DESIGN's for the Cluster: the first build's (one round trip, no query) and, as DESIGN
+# judges by ratios in one run, p50 and p99 within 2x of the same check on single Redis.
+CLUSTER = (
+    "(v3) verification on a 3-master Redis Cluster: 1 Lua call, 0 queries, p50 and p99 ≤ 2× single Redis's",
+    "< 2 ms per check",
+)
 
 
 def _guarded(targets: Targets, row: tuple[str, str], fn: Any) -> None:
@@ -629,7 +634,7 @@ def cluster_target(verification: dict[str, Any], targets: Targets) -> None:
         f"{f(counts['redis_round_trips'], 2)} round trip, {f(counts['db_queries'], 2)} queries; p50 "
         f"{f(t['p50_ms'], 3)} ms, p99 {f(t['p99_ms'], 3)} ms, {f(1000 / t['mean_ms'], 0)} checks/s in one process",
         f"Cluster / single Redis: p50 {f(vs['p50'], 2)}×, p99 {f(vs['p99'], 2)}×, throughput {f(vs['per_s'], 2)}×",
-        counts["redis_round_trips"] == 1 and counts["db_queries"] == 0 and t["p99_ms"] < 2,
+        counts["redis_round_trips"] == 1 and counts["db_queries"] == 0 and vs["p50"] <= 2 and vs["p99"] <= 2,
     )
 
 
@@ -683,7 +688,8 @@ def cluster_section(p: dict[str, Any]) -> list[str]:
         "free loopback ports, no AOF like the shared Redis it is compared with, stopped by PID afterwards), the "
         f"app's own Cluster client (`MEMORA_REDIS_CLUSTER=1`); {c['students']:,} other students' sessions seeded "
         f"through `session_login` on it ({spread} per master). Its blocks take turns with the single-Redis "
-        "methods above, the app pointed at the Cluster for its blocks only.",
+        "methods above, the app pointed at the Cluster for its blocks only (the paths counted above include "
+        "the Cluster's calls).",
         "",
         "| | single Redis | Cluster | Cluster / single |",
         "|---|---|---|---|",
