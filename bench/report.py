@@ -704,6 +704,14 @@ def cluster_section(p: dict[str, Any]) -> list[str]:
         f"{f(c['counts']['verify']['db_queries'], 2)} | — |",
         "",
     ]
+    server = c.get("server") or {}
+    if server.get("usec_per_check"):
+        lines += [
+            f"Redis's own time per check on the Cluster's masters: **{f(server['usec_per_check'], 1)} µs** "
+            f"(`INFO commandstats`, `cmdstat_evalsha`, reset before {server['evalsha_calls']:,} checks and nothing "
+            f"else): one master's core serves at most ≈ {f(1e6 / server['usec_per_check'], 0)} checks/s.",
+            "",
+        ]
     return lines
 
 

@@ -304,6 +304,19 @@ def _measure(args: argparse.Namespace, servers: Any) -> dict[str, Any]:
             assert parsed is not None
             node = cluster_client.get_node_from_key(cache.auth_key(parsed.player_id))
             spread[f"{node.host}:{node.port}"] = spread.get(f"{node.host}:{node.port}", 0) + 1
+        # Redis's own time per check (INFO commandstats of the private nodes, reset first): what
+        # one master's core can serve, the unit docs/SCALING.md sizes the nodes from.
+        pointer.point(True)
+        for node in servers.nodes:
+            node.client().config_resetstat()
+        for i in range(min(n, 5000)):
+            check_cluster(i)
+        pointer.point(False)
+        calls = usec = 0
+        for node in servers.nodes:
+            stat = node.client().info("commandstats").get("cmdstat_evalsha", {})
+            calls += int(stat.get("calls", 0))
+            usec += int(stat.get("usec", 0))
         timing = {"verify": main_run["verify_cluster"], "bare_evalsha": main_run["bare_evalsha_cluster"]}
         data["cluster"] = {
             "masters": len(servers.nodes),
@@ -313,6 +326,7 @@ def _measure(args: argparse.Namespace, servers: Any) -> dict[str, Any]:
             "timing": timing,
             "counts": {"verify": counts["verify_cluster"], "bare_evalsha": counts["bare_evalsha_cluster"]},
             "versus_single": cluster_versus_single(data["timing"], timing),
+            "server": {"evalsha_calls": calls, "usec_per_check": usec / calls if calls else None},
         }
         # The big point below is on single Redis only; the Cluster's keys go with its processes.
 
