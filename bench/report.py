@@ -54,7 +54,8 @@ def _rank(target: str) -> int:
     """The first build's rows in the order added, then the v3 rows in DESIGN's order."""
     if not target.startswith("(v3)"):
         return 0
-    return 1 + min((i for i, key in enumerate(V3_ORDER) if key in target), default=len(V3_ORDER))
+    # The last key matched: the fanout section's "(v3) flush of N x 20 on 2 workers" is the fanout's row.
+    return 1 + max((i for i, key in enumerate(V3_ORDER) if key in target), default=len(V3_ORDER))
 
 
 class Targets:

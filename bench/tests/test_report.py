@@ -140,3 +140,14 @@ def test_the_v3_rows_follow_designs_order() -> None:
     table = text.split("## Targets", 1)[1]
     v3 = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| (v3)")]
     assert [t.split()[2] for t in v3] == ["login", "ledger", "flush", "lesson", "flush", "verification"]
+
+
+def test_the_fanout_sections_row_ranks_as_the_two_worker_target() -> None:
+    ranks = [
+        report._rank("(v3) flush of 50,000 × 20 ≤ 1.5× raw SQL"),
+        report._rank("(v3) lesson completion ≥ 85 % of GET /wallet/'s throughput"),
+        report._rank("(v3) flush of 10,000 × 20 on 2 workers ≥ 1.5× one worker, or raw SQL on 2 connections"),
+    ]
+    assert ranks == sorted(ranks)
+    assert len(set(ranks)) == 3
+    assert report._rank("0 errors under load") < min(ranks)
