@@ -102,8 +102,12 @@ def test_ledger_size_met_and_not_met() -> None:
 
 
 def test_verification_on_the_cluster_met_and_not_met() -> None:
-    cells = row(report.render({"verification": verification()}), "(v3) verification on a 3-master")
+    text = report.render({"verification": verification()})
+    cells = row(text, "(v3) verification on a 3-master")
     assert cells[-1] == "**met**"
+    # The section's own rows once each (row() finds exactly one), judged from its figures.
+    assert row(text, "verification p99 within 2×")[-1] == "**met**"
+    assert row(text, "verification: Redis round trips")[-1] == "**met**"
     assert "p99 1.25×" in cells[3]
     slow = row(report.render({"verification": verification(cluster_p99=0.9)}), "(v3) verification on a 3-master")
     assert slow[-1] == "**not met**"
@@ -151,3 +155,12 @@ def test_the_fanout_sections_row_ranks_as_the_two_worker_target() -> None:
     assert ranks == sorted(ranks)
     assert len(set(ranks)) == 3
     assert report._rank("0 errors under load") < min(ranks)
+
+
+def test_a_part_run_without_a_rows_measurement_says_not_measured() -> None:
+    flush = part("flush", {"chunk": 500, "cases": []})  # e.g. run with --sample 0 at no 50,000 case
+    text = report.render({"flush": flush})
+    cells = row(text, "wallet row writes")
+    assert cells[-1] == "not measured"
+    assert "not measured by this run" in cells[2]
+    assert row(text, "(v3) flush of 50,000")[-1] == "not measured"
