@@ -7,11 +7,12 @@ trips are counted by wrapping redis-py's ``send_packed_command``, queries with
 Then the same check with ``--big`` students' sessions in Redis (the extra ones written by the
 cache's own WRITE script, cloned from a real student's snapshot), against the floor again.
 
-Then, in the same run, the same measurement on a local 3-master Redis Cluster (DESIGN v3, "Beyond
-one machine"): started by the tests' own helper (``memora.tests.redisproc.ClusterProcesses``) on
-free loopback ports, measured by a child process of this module with ``MEMORA_REDIS_CLUSTER=1`` and
-``REDIS_URL`` naming one node (the app's own Cluster client, the students' keys spread over the
-three masters), stopped by PID. ``--no-cluster`` skips it.
+In the same blocks, the same check on a local 3-master Redis Cluster (DESIGN v3, "Beyond one
+machine"), other students' sessions seeded on it: the Cluster started by the tests' own helper
+(``memora.tests.redisproc.ClusterProcesses``, without AOF like the shared Redis it is compared with)
+on free loopback ports and stopped by PID; the app's own Cluster client (``MEMORA_REDIS_CLUSTER``),
+the app pointed there for the Cluster's blocks only. Then Redis's own time per check on the
+masters (``INFO commandstats``), the unit docs/SCALING.md sizes from. ``--no-cluster`` skips it.
 
     python -m bench.verification [--students 1000] [--calls 20000] [--big 100000] [--no-cluster]
 """
