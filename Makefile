@@ -86,8 +86,8 @@ test-scale: $(STAMP)
 	$(TEST_ENV) $(VENV)/bin/pytest -q -p no:xdist -m scale $(PYTEST_ARGS)
 
 # The benchmarks of DESIGN.md's numbers on their own database (memora_bench) and Redis key prefix
-# (membench); writes docs/BENCHMARKS.md. About 20 minutes; BENCH_BIG=1 adds the 100k growth point,
-# BENCH_PARTS picks parts (verification load flush growth fanout report), BENCH_ARGS go to each part.
+# (membench); writes docs/BENCHMARKS.md. About 25 minutes; BENCH_BIG=1 adds the 100k growth point,
+# BENCH_PARTS picks parts (verification load flush growth ledger_size fanout report), BENCH_ARGS go to each part.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \

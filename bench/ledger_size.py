@@ -6,6 +6,8 @@ robin over the students, as the flush writes one chunk after another), into the 
 database; the table is emptied first and after (``--keep``: left filled).
 
     DJANGO_SETTINGS_MODULE=bench.settings python -m bench.ledger_size [--students 50000 --events 20]
+
+Writes var/bench/ledger_size.json (not with ``--keep``), which the report's targets table reads.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--students", type=int, default=50_000)
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="leave the rows in the ledger (bench.ledger_variants)")
-    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    argv = argv if argv is not None else sys.argv[1:]
+    args = parser.parse_args(argv)
+    started = time.time()
     common.setup()
     common.ensure_database()
     from django.db import connection
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "insert_seconds": round(insert_seconds, 1),
     }
     common.log(f"ledger size: {json.dumps(result)}")
+    if not args.keep:
+        common.save("ledger_size", argv, result, started)
     return result
 
 

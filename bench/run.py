@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the benchmark parts, each in its own process, then write docs/BENCHMARKS.md.
 
-    bench/run.py                     # verification, load, flush, growth, fanout, report (about 20 min)
+    bench/run.py                     # verification, load, flush, growth, ledger_size, fanout, report (~25 min)
     bench/run.py flush report        # some parts
     bench/run.py --big               # also the opt-in growth point of 100,000 dirty students
     bench/run.py load -- --rounds 2  # arguments after -- go to every part named
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("verification", "load", "flush", "growth", "fanout", "report")
+PARTS = ("verification", "load", "flush", "growth", "ledger_size", "fanout", "report")
 
 
 def main() -> int:

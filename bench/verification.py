@@ -7,17 +7,28 @@ trips are counted by wrapping redis-py's ``send_packed_command``, queries with
 Then the same check with ``--big`` students' sessions in Redis (the extra ones written by the
 cache's own WRITE script, cloned from a real student's snapshot), against the floor again.
 
-    python -m bench.verification [--students 1000] [--calls 20000] [--big 100000]
+In the same blocks, the same check on a local 3-master Redis Cluster (DESIGN v3, "Beyond one
+machine"), other students' sessions seeded on it: the Cluster started by the tests' own helper
+(``memora.tests.redisproc.ClusterProcesses``, without AOF like the shared Redis it is compared with)
+on free loopback ports and stopped by PID; the app's own Cluster client (``MEMORA_REDIS_CLUSTER``),
+the app pointed there for the Cluster's blocks only. Then Redis's own time per check on the
+masters (``INFO commandstats``), the unit docs/SCALING.md sizes from. ``--no-cluster`` skips it.
+
+    python -m bench.verification [--students 1000] [--calls 20000] [--big 100000] [--no-cluster]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench import common
@@ -26,10 +37,15 @@ FLOOR_LUA = "return 1"
 
 
 def _blocks(
-    methods: dict[str, Callable[[int], Any]], *, calls: int, block: int, sizes: dict[str, int]
+    methods: dict[str, Callable[[int], Any]],
+    *,
+    calls: int,
+    block: int,
+    sizes: dict[str, int],
+    hooks: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[int]]:
     """Time each call; the methods take turns in blocks of ``block`` calls so that the machine's
-    noise falls on all of them alike."""
+    noise falls on all of them alike (``hooks[name]`` runs, untimed, before each of its blocks)."""
     samples: dict[str, list[int]] = {name: [] for name in methods}
     position = dict.fromkeys(methods, 0)
     clock = time.perf_counter_ns
@@ -37,6 +53,8 @@ def _blocks(
     while done < calls:
         n = min(block, calls - done)
         for name, fn in methods.items():
+            if hooks and name in hooks:
+                hooks[name]()
             out = samples[name]
             i = position[name]
             size = sizes[name]
@@ -60,6 +78,50 @@ def _count(fn: Callable[[int], Any], n: int, size: int) -> dict[str, float]:
     return {"redis_round_trips": trips[0] / n, "db_queries": len(queries.captured_queries) / n}
 
 
+def _ratios(t: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {
+        "speedup_p50_vs_token_auth": t["token_auth_plus_device"]["p50_ms"] / t["verify"]["p50_ms"],
+        "speedup_mean_vs_token_auth": t["token_auth_plus_device"]["mean_ms"] / t["verify"]["mean_ms"],
+        "p99_over_evalsha_p99": t["verify"]["p99_ms"] / t["bare_evalsha"]["p99_ms"],
+    }
+
+
+def per_second(summary: dict[str, float]) -> float:
+    """Calls per second of one process calling back to back (the mean's inverse)."""
+    return 1000.0 / summary["mean_ms"]
+
+
+def cluster_versus_single(
+    single: dict[str, dict[str, float]], cluster: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """The Cluster's figures over single Redis's, same run: verify's p50, p99 and calls/s, and the
+    bare EVALSHA's p50 (what the Cluster client adds to any one call)."""
+    s, c = single["verify"], cluster["verify"]
+    return {
+        "p50": c["p50_ms"] / s["p50_ms"],
+        "p99": c["p99_ms"] / s["p99_ms"],
+        "per_s": per_second(c) / per_second(s),
+        "bare_evalsha_p50": cluster["bare_evalsha"]["p50_ms"] / single["bare_evalsha"]["p50_ms"],
+    }
+
+
+class Topology:
+    """Points the app's hot state at the shared single Redis or at a local Cluster, between blocks:
+    ``hotstate.connection()`` remembers one client per location, so both stay open and warm."""
+
+    def __init__(self, cluster_url: str) -> None:
+        from django.conf import settings
+
+        from memora_project.settings import redis_cache
+
+        self.settings = settings
+        self.single = (settings.CACHES, False)
+        self.cluster = ({"default": redis_cache(cluster_url)}, True)
+
+    def point(self, cluster: bool) -> None:
+        self.settings.CACHES, self.settings.MEMORA_REDIS_CLUSTER = self.cluster if cluster else self.single
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, default=1000, help="students with a live session (default 1000)")
@@ -68,12 +130,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--big", type=int, default=100000, help="students in Redis for the growth point (0: skip; default 100000)"
     )
+    parser.add_argument("--no-cluster", action="store_true", help="skip the same measurement on a 3-master Cluster")
+    argv = argv if argv is not None else sys.argv[1:]
     args = parser.parse_args(argv)
     started = time.time()
     common.setup()
     common.ensure_database()
     common.redis_cleanup()
+    with contextlib.ExitStack() as stack:
+        servers = None
+        if not args.no_cluster:
+            from memora.tests.redisproc import ClusterProcesses
 
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cluster-")))
+            servers = ClusterProcesses(home)
+            for node in servers.nodes:
+                # The shared single Redis it is compared with keeps no AOF: neither do these (the
+                # tests' Cluster fsyncs every write, which would time the disk, not the Cluster).
+                node.aof = False
+            stack.callback(servers.stop)  # by PID, whatever happens
+            common.log("verification: starting a 3-master Redis Cluster on loopback ports")
+            servers.start()
+        data = _measure(args, servers)
+    removed = common.redis_cleanup()
+    common.log(f"verification: removed {removed} keys of ours from Redis")
+    common.save("verification", argv, data, started)
+    print(json.dumps({k: data[k] for k in ("timing", "ratios", "counts")}, indent=2))
+    if "cluster" in data:
+        print(json.dumps({"cluster": data["cluster"]}, indent=2))
+    return data
+
+
+def _measure(args: argparse.Namespace, servers: Any) -> dict[str, Any]:
     from django.conf import settings
     from django.test import RequestFactory
     from rest_framework.authentication import TokenAuthentication
@@ -86,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from players.models import PlayerProfile
 
     common.log(f"verification: seeding {args.students} live sessions through session_login")
-    pids = common.ensure_students(args.students)
+    pids = common.ensure_students(args.students * (2 if servers else 1))
+    pids, cluster_pids = pids[: args.students], pids[args.students :]
     sessions = common.seed_sessions(pids)
     users = dict(PlayerProfile.objects.filter(pk__in=pids).values_list("pk", "user_id"))
     keys = dict(Token.objects.filter(user_id__in=users.values()).values_list("user_id", "key"))
@@ -147,43 +236,100 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             check_sha, 3, key, seen, unknown, digest, device, repr(time.time()), idle, interval, pid, IDENTITY
         )
 
-    # Warm every path (the Lua script loaded, the connections open), then count, then time.
-    for i in range(len(bearer)):
-        check(i)
-        token_and_device(i)
-        floor(i)
-        check_lua(i)
-    n = len(bearer)
-    counts = {
-        "verify": _count(check, 2000, n),
-        "token_auth_plus_device": _count(token_and_device, 2000, n),
-        "bare_evalsha": _count(floor, 2000, n),
-        "check_lua_only": _count(check_lua, 2000, n),
+    methods: dict[str, Callable[[int], Any]] = {
+        "verify": check,
+        "token_auth_plus_device": token_and_device,
+        "bare_evalsha": floor,
+        "check_lua_only": check_lua,
     }
+    hooks: dict[str, Callable[[], None]] = {}
+    topology = None
+    if servers is not None:
+        # The same check on the Cluster, other students (a login ends a student's other session),
+        # taking its turn in the same blocks; the app pointed there for the Cluster's blocks only.
+        topology = pointer = Topology(servers.url)
+        pointer.point(True)
+        try:
+            cluster_sessions = common.seed_sessions(cluster_pids, processes=1)  # forks would share the client
+            cluster_client = hotstate.connection()
+            cluster_floor_sha = cluster_client.script_load(FLOOR_LUA)
+        finally:
+            pointer.point(False)
+        cluster_bearer = [(f"Bearer {token}", device) for _, token, device in cluster_sessions]
+
+        def check_cluster(i: int) -> None:
+            check(i, cluster_bearer)
+
+        def floor_cluster(i: int) -> None:
+            cluster_client.evalsha(cluster_floor_sha, 0)
+
+        methods["verify_cluster"] = check_cluster
+        methods["bare_evalsha_cluster"] = floor_cluster
+        hooks = {
+            "verify": lambda: pointer.point(False),
+            "verify_cluster": lambda: pointer.point(True),
+        }
+
+    # Warm every path (the Lua script loaded, the connections open), then count, then time.
+    n = len(bearer)
+    for name, fn in methods.items():
+        if name in hooks:
+            hooks[name]()
+        for i in range(n):
+            fn(i)
+    counts = {}
+    for name, fn in methods.items():
+        if name in hooks:
+            hooks[name]()
+        counts[name] = _count(fn, 2000, n)
     paths.clear()
     common.log(f"verification: timing {args.calls} calls per method on {n} students")
     load_before = common.loadavg()
-    samples = _blocks(
-        {
-            "verify": check,
-            "token_auth_plus_device": token_and_device,
-            "bare_evalsha": floor,
-            "check_lua_only": check_lua,
-        },
-        calls=args.calls,
-        block=args.block,
-        sizes={"verify": n, "token_auth_plus_device": n, "bare_evalsha": n, "check_lua_only": n},
-    )
+    samples = _blocks(methods, calls=args.calls, block=args.block, sizes=dict.fromkeys(methods, n), hooks=hooks)
+    if topology is not None:
+        topology.point(False)
     main_run = {name: common.summary_ms(values) for name, values in samples.items()}
-    main_paths = dict(paths)
     data: dict[str, Any] = {
         "students": n,
         "calls": args.calls,
-        "counts": counts,
-        "timing": main_run,
-        "verify_paths": main_paths,
+        "counts": {k: v for k, v in counts.items() if not k.endswith("_cluster")},
+        "timing": {k: v for k, v in main_run.items() if not k.endswith("_cluster")},
+        "verify_paths": dict(paths),
         "loadavg": [load_before, common.loadavg()],
     }
+    data["ratios"] = _ratios(data["timing"])
+    if servers is not None:
+        spread: dict[str, int] = {}
+        for _, token, _device in cluster_sessions:
+            parsed = tokens.token_parse(token)
+            assert parsed is not None
+            node = cluster_client.get_node_from_key(cache.auth_key(parsed.player_id))
+            spread[f"{node.host}:{node.port}"] = spread.get(f"{node.host}:{node.port}", 0) + 1
+        # Redis's own time per check (INFO commandstats of the private nodes, reset first): what
+        # one master's core can serve, the unit docs/SCALING.md sizes the nodes from.
+        pointer.point(True)
+        for node in servers.nodes:
+            node.client().config_resetstat()
+        for i in range(min(n, 5000)):
+            check_cluster(i)
+        pointer.point(False)
+        calls = usec = 0
+        for node in servers.nodes:
+            stat = node.client().info("commandstats").get("cmdstat_evalsha", {})
+            calls += int(stat.get("calls", 0))
+            usec += int(stat.get("usec", 0))
+        timing = {"verify": main_run["verify_cluster"], "bare_evalsha": main_run["bare_evalsha_cluster"]}
+        data["cluster"] = {
+            "masters": len(servers.nodes),
+            "students": len(cluster_bearer),
+            "students_per_node": spread,
+            "pids": [node.pid for node in servers.nodes],
+            "timing": timing,
+            "counts": {"verify": counts["verify_cluster"], "bare_evalsha": counts["bare_evalsha_cluster"]},
+            "versus_single": cluster_versus_single(data["timing"], timing),
+            "server": {"evalsha_calls": calls, "usec_per_check": usec / calls if calls else None},
+        }
+        # The big point below is on single Redis only; the Cluster's keys go with its processes.
 
     if args.big > n:
         extra = args.big - n
@@ -230,22 +376,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "counts": {"verify": _count(check_big, 2000, len(big))},
         }
 
-    removed = common.redis_cleanup()
-    common.log(f"verification: removed {removed} keys of ours from Redis")
-    t = data["timing"]
-    data["ratios"] = {
-        "speedup_p50_vs_token_auth": t["token_auth_plus_device"]["p50_ms"] / t["verify"]["p50_ms"],
-        "speedup_mean_vs_token_auth": t["token_auth_plus_device"]["mean_ms"] / t["verify"]["mean_ms"],
-        "p99_over_evalsha_p99": t["verify"]["p99_ms"] / t["bare_evalsha"]["p99_ms"],
-    }
     if "big" in data:
         b = data["big"]["timing"]
         data["big"]["ratios"] = {
             "p99_over_evalsha_p99": b["verify"]["p99_ms"] / b["bare_evalsha"]["p99_ms"],
-            "p99_big_over_p99_small": b["verify"]["p99_ms"] / t["verify"]["p99_ms"],
+            "p99_big_over_p99_small": b["verify"]["p99_ms"] / data["timing"]["verify"]["p99_ms"],
         }
-    common.save("verification", argv if argv is not None else __import__("sys").argv[1:], data, started)
-    print(json.dumps({"timing": data["timing"], "ratios": data["ratios"], "counts": counts}, indent=2))
     return data
 
 
