@@ -102,7 +102,7 @@ class PlayerWallet(models.Model):
     last_activity_date = models.DateField(null=True, blank=True)
     streak_freezes = models.IntegerField(default=0)
     # The streak the last break reset, which support may restore; 0 when there is none (its
-    # column keeps the first name, like every stored name in wallets.cache.WALLET_HASH_FIELDS).
+    # column keeps the first name, like every stored name in wallets.wallethash.WALLET_HASH_FIELDS).
     streak_lost = models.IntegerField(default=0, db_column="streak_before_break")
     # (applied_generation, version): the newest event applied to the streak fields, in the
     # (generation, version) order every event carries. An event at or below it may already be in

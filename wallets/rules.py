@@ -57,7 +57,7 @@ class Streak:
     freezes: int = 0
     # The streak the last break reset (what support may restore); 0 when there is none. Stored as
     # the wallet column ``streak_before_break``, the Redis field ``brk`` and the event key / ledger
-    # column ``break_after`` (wallets.cache.WALLET_HASH_FIELDS documents every stored name).
+    # column ``break_after`` (wallets.wallethash.WALLET_HASH_FIELDS documents every stored name).
     streak_lost: int = 0
 
 

@@ -20,6 +20,7 @@ from players.models import PlayerProfile
 from wallets import cache, replay, rules, selectors
 from wallets.events import counted_event
 from wallets.models import DeadLetter, EventKind, LedgerEvent, PlayerWallet, WalletOutbox
+from wallets.wallethash import WalletHash
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def wallet_cache_rebuild(*, player_id: int, force: bool = False) -> int | None:
 
 @dataclass(frozen=True)
 class _RebuildState:
-    wallet: cache.WalletHash
+    wallet: WalletHash
     lessons: list[str]
     records: dict[str, str]
 
@@ -152,7 +153,7 @@ def _rebuild_state(
             xp_today += int(e["amount"])
             if e["lesson_id"]:
                 lessons.add(e["lesson_id"])
-    hashed = cache.WalletHash(xp=xp_total, streak=streak, version=ver, day=open_day, xp_day=xp_today)
+    hashed = WalletHash(xp=xp_total, streak=streak, version=ver, day=open_day, xp_day=xp_today)
     records = {
         f"{digest.hex()}": cache.idem_record(
             fp=bytes(events[0].fp_digest or b"").hex(), answer=replay.Answer.from_rows(events).record()
