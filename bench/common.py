@@ -228,7 +228,7 @@ def seed_awards(pids: list[int], awards: int) -> dict[str, Any]:
     # change: it learns the identity once, at connect.
     redisconn._REFRESH_SECONDS = float("inf")
 
-    from wallets import cache, idempotency, rules, services
+    from wallets import cache, idempotency, replay, rules, services
     from wallets.models import EventKind
 
     day = dt.datetime.now(dt.UTC).date()
@@ -272,9 +272,14 @@ def seed_awards(pids: list[int], awards: int) -> dict[str, Any]:
             if result[0] != b"ok":
                 not_ok += 1
             else:
-                xp += json.loads(result[1])["xp_awarded"]
+                record = result[1].decode() if isinstance(result[1], bytes) else result[1]
+                xp += replay.Answer.from_record(record).amount
 
-    with pipelined(pipe, ["ok", "{}"]):
+    # What the award script answers (the answer's record): the service renders it while queueing.
+    placeholder = replay.Answer(
+        str(uuid.uuid4()), EventKind.LESSON, 0, False, None, day, rules.WalletState(0, rules.Streak(), 0)
+    ).record()
+    with pipelined(pipe, ["ok", placeholder]):
         # Round robin, as awards arrive: every student's j-th lesson, then the (j+1)-th.
         for j in range(awards):
             lesson = f"lesson-{j}"
