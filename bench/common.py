@@ -226,7 +226,7 @@ def seed_awards(pids: list[int], awards: int) -> dict[str, Any]:
     # these 2,000-command pipelines: some batches learn a wrong identity and their awards answer
     # "suspect" (seen on main too; reported). The seeding talks to one server that does not
     # change: it learns the identity once, at connect.
-    redisconn._REFRESH_SECONDS = float("inf")
+    redisconn.REFRESH_SECONDS = float("inf")
 
     from wallets import cache, idempotency, replay, rules, services
     from wallets.models import EventKind

@@ -14,7 +14,7 @@ from core import hotstate, redisconn
 def test_a_probe_in_a_pipeline_is_read_ahead_of_every_answer(monkeypatch, redis_namespace: Any, unstamped_first):
     """A probe due in a pipeline goes ahead of the whole batch: sent ahead of a later command, its
     answers were read as an earlier command's (the benchmarks' seeding met it: awards 'suspect')."""
-    monkeypatch.setattr(redisconn, "_REFRESH_SECONDS", 0.0)  # every stamped command brings a probe
+    monkeypatch.setattr(redisconn, "REFRESH_SECONDS", 0.0)  # every stamped command brings a probe
     client = hotstate.connection()
     key = f"{redis_namespace}:probe"
     client.set(key, "first")
