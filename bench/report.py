@@ -541,8 +541,9 @@ def growth_section(
         "pipeline, one transaction, a fixed number of statements per chunk — so its work and its statements grow "
         "linearly with the events and its memory is bounded by one chunk's events (the peak RSS stays flat). The "
         "database side is what can bend the line: every ledger row goes into the clustered BIGINT key (appended at "
-        "the end) and two random unique indexes (event_id, the idempotency pair), whose pages stop fitting the "
-        "buffer pool as the ledger grows; the raw-SQL floor pays the same. Verification is one EVALSHA on one "
+        "the end) and two secondary indexes (the unique history (student, accepted time, ...) and the day's "
+        "lessons (student, day)), whose pages stop fitting the buffer pool as the ledger grows; the raw-SQL "
+        "floor pays the same. Verification is one EVALSHA on one "
         "student's hash (O(1) in Redis whatever the number of students), so its latency does not depend on how "
         "many students are in Redis.",
         "",
