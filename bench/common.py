@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
+import random
 import shlex
 import subprocess
 import sys
@@ -306,6 +308,35 @@ def seed_awards(pids: list[int], awards: int) -> dict[str, Any]:
     if not_ok:
         raise RuntimeError(f"{not_ok} seeded awards were not accepted")
     return {"seconds": round(time.perf_counter() - t0, 1), "events": len(pids) * awards, "xp": xp}
+
+
+def pending_event(pid: int, n: int, day: dt.date, at: float, rng: random.Random) -> dict[str, Any]:
+    """A lesson event as wallets/lua/award.lua writes it into the pending list: the n-th of student
+    ``pid`` (bench.ledger_size's rows, bench.decode's input)."""
+    digest = hashlib.sha256(f"{pid}:{n}".encode()).hexdigest()[:32]
+    return {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "kind": "lesson",
+        "amount": 10,
+        "lesson_id": f"lesson-{n % 40}",
+        "reason": "",
+        "local_day": day.isoformat(),
+        "accepted_at": f"{at:.6f}",
+        "gen": 1,
+        "version": n + 1,
+        "xp_total_after": 10 * (n + 1),
+        "xp_day_after": 10 * (n % 20 + 1),
+        "capped": False,
+        "streak_after": 3,
+        "longest_after": 9,
+        "last_day_after": day.isoformat(),
+        "freezes_after": 1,
+        "break_after": 0,
+        "idem": digest,
+        "fp": hashlib.md5(digest.encode(), usedforsecurity=False).hexdigest(),
+        "req": "",
+        "actor": "",
+    }
 
 
 # --- measuring ------------------------------------------------------------------------------------

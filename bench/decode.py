@@ -11,46 +11,18 @@ on the same machine at the same time; docs/NARROW_LEDGER.md shows such a compari
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
 import inspect
 import json
 import os
 import random
 import sys
 import time
-import uuid
 from collections.abc import Callable
 
+from bench import common
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "memora_project.settings")
-
-
-def _event(i: int, rng: random.Random) -> bytes:
-    digest = hashlib.sha256(str(i).encode()).hexdigest()[:32]
-    return json.dumps(
-        {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "kind": "lesson",
-            "amount": 10,
-            "lesson_id": f"lesson-{i % 40}",
-            "reason": "",
-            "local_day": "2026-11-30",
-            "accepted_at": f"{1.7e9 + i * 0.001:.6f}",
-            "gen": 1,
-            "version": i + 1,
-            "xp_total_after": 10 * i,
-            "xp_day_after": 10,
-            "capped": False,
-            "streak_after": 3,
-            "longest_after": 9,
-            "last_day_after": "2026-11-30",
-            "freezes_after": 1,
-            "break_after": 0,
-            "idem": digest,
-            "fp": hashlib.md5(digest.encode(), usedforsecurity=False).hexdigest(),
-            "req": "",
-            "actor": "",
-        }
-    ).encode()
 
 
 def main() -> None:
@@ -60,7 +32,8 @@ def main() -> None:
     from wallets import events
 
     rng = random.Random(1)
-    raws = [_event(i, rng) for i in range(100_000)]
+    day = dt.date(2026, 11, 30)
+    raws = [json.dumps(common.pending_event(1, i, day, 1.7e9 + i * 0.001, rng)).encode() for i in range(100_000)]
     kwargs: dict[str, object] = {"native_uuid": True}
     if "flushed_at" in inspect.signature(events.PendingEvent.row).parameters:  # the layout before 0006
         kwargs["flushed_at"] = "2026-11-30 00:00:00.000000"

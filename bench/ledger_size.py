@@ -14,42 +14,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import random
 import sys
 import time
-import uuid
 from typing import Any
 
 from bench import common
-
-
-def _event(pid: int, n: int, day: dt.date, at: float, rng: random.Random) -> dict[str, Any]:
-    digest = hashlib.sha256(f"{pid}:{n}".encode()).hexdigest()[:32]
-    return {
-        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "kind": "lesson",
-        "amount": 10,
-        "lesson_id": f"lesson-{n % 40}",
-        "reason": "",
-        "local_day": day.isoformat(),
-        "accepted_at": f"{at:.6f}",
-        "gen": 1,
-        "version": n + 1,
-        "xp_total_after": 10 * (n + 1),
-        "xp_day_after": 10 * (n % 20 + 1),
-        "capped": False,
-        "streak_after": 3,
-        "longest_after": 9,
-        "last_day_after": day.isoformat(),
-        "freezes_after": 1,
-        "break_after": 0,
-        "idem": digest,
-        "fp": hashlib.md5(digest.encode(), usedforsecurity=False).hexdigest(),
-        "req": "",
-        "actor": "",
-    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -85,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in range(args.events):
             for pid in pids:
                 at += 0.0001
-                event = PendingEvent.from_redis(pid, json.dumps(_event(pid, n, day, at, rng)))
+                event = PendingEvent.from_redis(pid, json.dumps(common.pending_event(pid, n, day, at, rng)))
                 batch.append(event.row(native_uuid=True))
                 if len(batch) >= 2000:
                     cursor.executemany(sql, batch)
